@@ -1,0 +1,317 @@
+"""Datasets for training target and shadow models, all available offline.
+
+Shipped datasets are registered by name in ``LOADERS`` (a name -> loader registry, after
+opacus' ``accountants/registry.py``); ``load_dataset(name, seed=..., **size)`` looks the
+name up. Each loader returns a :class:`Dataset` with ``x: float32[n, ...]`` and
+``y: int64[n]`` labels in ``0..n_classes-1``.
+
+- ``randhie``: RAND Health Insurance Experiment (statsmodels, 20,190 people); the label is
+  the number of outpatient visits ``mdvis`` binned by ``mdvis_bins`` (default edges
+  ``(1, 3, 6)``: 0, 1-2, 3-5, 6+ visits -> 4 classes); the other 9 columns are features.
+- ``fair``: Fair's affairs survey (statsmodels, 6,366 women); label ``affairs > 0``.
+- ``purchase``: synthetic Purchase-100-like data (Shokri et al., "Membership Inference
+  Attacks against Machine Learning Models", S&P 2017, uses 600 binary purchase features
+  and 100 clusters as classes). Here each class has a random binary prototype and a record
+  is its class prototype with every bit flipped independently with ``flip_prob``.
+- ``digits``: scikit-learn's 8x8 handwritten digits (1,797 images), ``x: float32[n, 1, 8, 8]``
+  scaled to [0, 1].
+
+Tabular features (randhie, fair, user data) are standardised to zero mean and unit
+variance over the whole loaded table; binary (purchase) and image (digits) features are not.
+
+User data: :func:`load_user_data` reads CSV, Parquet or NPZ with named feature and label
+columns (NPZ: one array per name; no pickled objects are ever loaded).
+
+Splits: :func:`split_dataset` draws disjoint ``pool`` (from which each model's training
+subset is drawn), ``population`` (reference data for attacks) and ``test`` (utility) sets
+from a seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from audit.errors import InputError
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dataset:
+    """A labelled dataset.
+
+    x: float32[n, ...] features (tabular: [n, d]; images: [n, channels, h, w]).
+    y: int64[n] class indices in ``0..n_classes-1``.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    n_classes: int
+    name: str
+    feature_names: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.x.dtype != np.float32:
+            raise InputError(f"Dataset.x dtype is {self.x.dtype}; expected float32")
+        if self.y.dtype != np.int64 or self.y.ndim != 1:
+            raise InputError(f"Dataset.y is {self.y.dtype}{list(self.y.shape)}; expected int64[n]")
+        if len(self.x) != len(self.y):
+            raise InputError(f"Dataset has {len(self.x)} rows of x but {len(self.y)} labels")
+        if len(self.y) and (self.y.min() < 0 or self.y.max() >= self.n_classes):
+            raise InputError(
+                f"labels span [{self.y.min()}, {self.y.max()}]; expected 0..{self.n_classes - 1}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        """Shape of one record's features, e.g. ``(d,)`` or ``(1, 8, 8)``."""
+        return tuple(self.x.shape[1:])
+
+    def subset(self, index: np.ndarray) -> "Dataset":
+        """Rows ``index`` (int64[m] or bool[n]) as a new dataset."""
+        return dataclasses.replace(self, x=self.x[index], y=self.y[index])
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Splits:
+    """Disjoint splits of one dataset; ``*_index: int64[m]`` are row indices into the source."""
+
+    pool: Dataset
+    population: Dataset
+    test: Dataset
+    pool_index: np.ndarray
+    population_index: np.ndarray
+    test_index: np.ndarray
+
+
+Loader = Callable[..., Dataset]
+LOADERS: dict[str, Loader] = {}
+
+
+def register_loader(name: str, loader: Loader, *, force: bool = False) -> None:
+    """Register ``loader(*, seed, **size) -> Dataset`` under ``name``."""
+    if name in LOADERS and not force:
+        raise InputError(f"a dataset loader named {name!r} is already registered")
+    LOADERS[name] = loader
+
+
+def load_dataset(name: str, *, seed: int, **size) -> Dataset:
+    """Load the registered dataset ``name``; ``size`` keywords go to its loader.
+
+    ``seed`` drives subsampling (``n=``) and synthetic generation; the same seed gives
+    the same dataset.
+    """
+    if name not in LOADERS:
+        raise InputError(f"unknown dataset {name!r}; expected one of {sorted(LOADERS)}")
+    return LOADERS[name](seed=seed, **size)
+
+
+def standardise(x: np.ndarray) -> np.ndarray:
+    """Columns of ``x: float[n, d]`` to zero mean, unit variance (constant columns -> 0)."""
+    x = np.asarray(x, dtype=np.float64)
+    std = x.std(axis=0)
+    std[std == 0] = 1.0
+    return ((x - x.mean(axis=0)) / std).astype(np.float32)
+
+
+def _subsample(ds: Dataset, n: int | None, seed: int) -> Dataset:
+    if n is None:
+        return ds
+    if not isinstance(n, (int, np.integer)) or not 0 < n <= len(ds):
+        raise InputError(f"n={n!r} for dataset {ds.name!r}; expected an int in 1..{len(ds)}")
+    rng = np.random.default_rng(seed)
+    return ds.subset(np.sort(rng.choice(len(ds), size=int(n), replace=False)))
+
+
+def _load_randhie(*, seed: int, n: int | None = None, mdvis_bins: Sequence[float] = (1, 3, 6)) -> Dataset:
+    from statsmodels.datasets import randhie
+
+    frame = randhie.load_pandas().data
+    edges = np.asarray(mdvis_bins, dtype=np.float64)
+    if edges.ndim != 1 or len(edges) == 0 or np.any(np.diff(edges) <= 0):
+        raise InputError(f"mdvis_bins={tuple(mdvis_bins)!r}; expected increasing bin edges")
+    y = np.digitize(frame["mdvis"].to_numpy(), edges).astype(np.int64)
+    features = [c for c in frame.columns if c != "mdvis"]
+    x = standardise(frame[features].to_numpy())
+    ds = Dataset(x=x, y=y, n_classes=len(edges) + 1, name="randhie", feature_names=tuple(features))
+    return _subsample(ds, n, seed)
+
+
+def _load_fair(*, seed: int, n: int | None = None) -> Dataset:
+    from statsmodels.datasets import fair
+
+    frame = fair.load_pandas().data
+    y = (frame["affairs"].to_numpy() > 0).astype(np.int64)
+    features = [c for c in frame.columns if c != "affairs"]
+    x = standardise(frame[features].to_numpy())
+    ds = Dataset(x=x, y=y, n_classes=2, name="fair", feature_names=tuple(features))
+    return _subsample(ds, n, seed)
+
+
+def make_purchase(
+    *,
+    seed: int,
+    n: int = 10_000,
+    n_features: int = 600,
+    n_classes: int = 100,
+    flip_prob: float = 0.1,
+    density: float = 0.5,
+) -> Dataset:
+    """Synthetic Purchase-100-like data.
+
+    Class prototypes: bool[n_classes, n_features], each bit Bernoulli(``density``).
+    Record i: class c_i uniform, features = prototype[c_i] XOR Bernoulli(``flip_prob``) bits.
+    Returns ``x: float32[n, n_features]`` in {0, 1}.
+    """
+    for label, value, low in (("n", n, 1), ("n_features", n_features, 1), ("n_classes", n_classes, 2)):
+        if not isinstance(value, (int, np.integer)) or value < low:
+            raise InputError(f"{label}={value!r}; expected an int >= {low}")
+    for label, value in (("flip_prob", flip_prob), ("density", density)):
+        if not 0.0 <= value <= 1.0:
+            raise InputError(f"{label}={value!r}; expected a probability in [0, 1]")
+    rng = np.random.default_rng(seed)
+    prototypes = rng.random((n_classes, n_features)) < density
+    y = rng.integers(0, n_classes, size=n)
+    flips = rng.random((n, n_features)) < flip_prob
+    x = (prototypes[y] ^ flips).astype(np.float32)
+    return Dataset(x=x, y=y.astype(np.int64), n_classes=int(n_classes), name="purchase")
+
+
+def _load_digits(*, seed: int, n: int | None = None) -> Dataset:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = (bunch.images / 16.0).astype(np.float32)[:, None, :, :]
+    ds = Dataset(x=x, y=bunch.target.astype(np.int64), n_classes=10, name="digits")
+    return _subsample(ds, n, seed)
+
+
+register_loader("randhie", _load_randhie)
+register_loader("fair", _load_fair)
+register_loader("purchase", make_purchase)
+register_loader("digits", _load_digits)
+
+
+def _read_columns(path: Path, names: list[str]) -> dict[str, np.ndarray]:
+    """Read the named columns of a CSV, Parquet or NPZ file as 1-d arrays."""
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        try:
+            archive = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise InputError(f"{path}: not a readable .npz file ({exc})") from exc
+        with archive:
+            missing = [c for c in names if c not in archive.files]
+            if missing:
+                raise InputError(f"{path}: missing columns {missing}; file has {archive.files}")
+            try:
+                columns = {c: archive[c] for c in names}
+            except ValueError as exc:  # object arrays need pickle, which we refuse
+                raise InputError(f"{path}: column holds pickled objects, which are not loaded") from exc
+        for c, col in columns.items():
+            if col.ndim != 1:
+                raise InputError(f"{path}: column {c!r} has shape {col.shape}; expected 1-d")
+        return columns
+    import pandas as pd
+
+    try:
+        if suffix == ".csv":
+            frame = pd.read_csv(path)
+        elif suffix in (".parquet", ".pq"):
+            frame = pd.read_parquet(path)
+        else:
+            raise InputError(f"{path}: unsupported extension {suffix!r}; expected .csv, .parquet or .npz")
+    except pd.errors.EmptyDataError as exc:
+        raise InputError(f"{path}: file is empty; expected a header and rows") from exc
+    missing = [c for c in names if c not in frame.columns]
+    if missing:
+        raise InputError(f"{path}: missing columns {missing}; file has {list(frame.columns)}")
+    return {c: frame[c].to_numpy() for c in names}
+
+
+def load_user_data(
+    path: str | os.PathLike,
+    *,
+    features: Sequence[str],
+    label: str,
+    standardise_features: bool = True,
+    name: str | None = None,
+) -> Dataset:
+    """Load a user's table: ``features`` columns -> ``x: float32[n, d]``, ``label`` -> ``y``.
+
+    Labels may be integers or strings; they are encoded as indices into their sorted
+    unique values. Raises :class:`InputError` for a missing file or column, an empty table,
+    NaN or non-numeric features, missing labels, or fewer than two classes.
+    """
+    path = Path(path)
+    if isinstance(features, str) or len(features) == 0:
+        raise InputError(f"features={features!r}; expected a non-empty list of column names")
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: file is empty; expected a header and rows")
+    columns = _read_columns(path, [*features, label])
+    n = len(columns[label])
+    if n == 0:
+        raise InputError(f"{path}: table has no rows")
+    xs = []
+    for c in features:
+        col = columns[c]
+        if col.dtype.kind not in "biuf":
+            raise InputError(f"{path}: feature column {c!r} is non-numeric (dtype {col.dtype}); expected numbers")
+        col = col.astype(np.float64)
+        if not np.all(np.isfinite(col)):
+            bad = int(np.flatnonzero(~np.isfinite(col))[0])
+            raise InputError(f"{path}: feature column {c!r} has NaN or infinite values (first at row {bad})")
+        xs.append(col)
+    x = np.stack(xs, axis=1)
+    raw = columns[label]
+    if raw.dtype.kind == "f":
+        if not np.all(np.isfinite(raw)):
+            raise InputError(f"{path}: label column {label!r} has NaN or infinite values")
+        if np.any(raw != np.round(raw)):
+            raise InputError(f"{path}: label column {label!r} has non-integer values; expected class labels")
+        raw = raw.astype(np.int64)
+    elif raw.dtype.kind == "O":
+        if any(v is None or (isinstance(v, float) and np.isnan(v)) for v in raw):
+            raise InputError(f"{path}: label column {label!r} has missing values")
+        raw = raw.astype(str)
+    classes, y = np.unique(raw, return_inverse=True)
+    if len(classes) < 2:
+        raise InputError(f"{path}: label column {label!r} has a single class {classes.tolist()}; expected >= 2")
+    x = standardise(x) if standardise_features else x.astype(np.float32)
+    return Dataset(
+        x=x, y=y.astype(np.int64).ravel(), n_classes=len(classes),
+        name=name or path.stem, feature_names=tuple(features),
+    )
+
+
+def split_dataset(ds: Dataset, *, pool: int, population: int, test: int, seed: int) -> Splits:
+    """Disjoint random ``pool``, ``population`` and ``test`` subsets (sizes in records).
+
+    One permutation from ``np.random.default_rng(seed)``; the same seed gives the same splits.
+    """
+    sizes = {"pool": pool, "population": population, "test": test}
+    for label, value in sizes.items():
+        if not isinstance(value, (int, np.integer)) or value < 0:
+            raise InputError(f"{label}={value!r}; expected a non-negative int")
+    if pool == 0:
+        raise InputError("pool=0; expected at least one training record")
+    if sum(sizes.values()) > len(ds):
+        raise InputError(
+            f"pool+population+test = {sum(sizes.values())} exceeds the {len(ds)} records of {ds.name!r}"
+        )
+    order = np.random.default_rng(seed).permutation(len(ds))
+    idx_pool = np.sort(order[:pool])
+    idx_pop = np.sort(order[pool : pool + population])
+    idx_test = np.sort(order[pool + population : pool + population + test])
+    return Splits(
+        pool=ds.subset(idx_pool), population=ds.subset(idx_pop), test=ds.subset(idx_test),
+        pool_index=idx_pool, population_index=idx_pop, test_index=idx_test,
+    )
