@@ -1,0 +1,190 @@
+"""K multilayer perceptrons stored as stacked tensors, one model per leading index.
+
+Layer ``l`` of all K models is one weight ``W_l: float[K, out_l, in_l]`` and one bias
+``b_l: float[K, out_l]``, so a forward pass over all models is one batched matmul per
+layer. Widths ``(d, h_1, ..., h_m, c)`` give ``m`` hidden ReLU layers; ``(d, c)`` is
+multinomial logistic regression.
+
+Parameter order (and hence flat coordinates, see :meth:`StackedMLP.flat_offsets`) is
+``W_1, b_1, W_2, b_2, ...`` with each weight flattened row-major: the order of
+``nn.Sequential(nn.Linear, nn.ReLU, ..., nn.Linear).parameters()`` and of
+``torch.nn.utils.parameters_to_vector``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from audit.errors import InputError
+
+
+@dataclass(frozen=True)
+class MLPShape:
+    """Layer widths ``(d, h_1, ..., h_m, c)``; ``(d, c)`` is logistic regression."""
+
+    widths: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        widths = tuple(self.widths)
+        if len(widths) < 2 or any(int(w) != w or w < 1 for w in widths):
+            raise InputError(
+                f"widths={self.widths!r}: expected at least two positive integers "
+                "(input width, [hidden widths...], number of classes)"
+            )
+        object.__setattr__(self, "widths", tuple(int(w) for w in widths))
+
+    @property
+    def layer_shapes(self) -> list[tuple[int, int]]:
+        """``[(out_l, in_l)]`` for each Linear layer."""
+        return [(o, i) for i, o in zip(self.widths[:-1], self.widths[1:])]
+
+    @property
+    def n_params(self) -> int:
+        return sum(o * i + o for o, i in self.layer_shapes)
+
+    def flat_offsets(self) -> list[tuple[int, int]]:
+        """Start of ``(W_l, b_l)`` in the flat parameter vector of one model."""
+        offsets, at = [], 0
+        for o, i in self.layer_shapes:
+            offsets.append((at, at + o * i))
+            at += o * i + o
+        return offsets
+
+    def matmul_flops_per_example(self) -> int:
+        """Multiply-add FLOPs (2 per MAC) of one DP-SGD example: forward, input
+        gradients of every layer but the first, and weight gradients.
+
+        Per-sample norms (``O(in + out)`` per layer) and the update are not counted.
+        """
+        macs = [o * i for o, i in self.layer_shapes]
+        return 2 * (2 * sum(macs) + sum(macs[1:]))
+
+    def module(self) -> nn.Sequential:
+        """An ``nn.Sequential`` of the same architecture (Linear, ReLU, ..., Linear)."""
+        layers: list[nn.Module] = []
+        for l, (o, i) in enumerate(self.layer_shapes):
+            if l:
+                layers.append(nn.ReLU())
+            layers.append(nn.Linear(i, o))
+        return nn.Sequential(*layers)
+
+
+class StackedMLP:
+    """K MLPs of one shape; parameters are plain tensors (no autograd).
+
+    Attributes:
+        shape: the architecture.
+        weights: ``W_l: float[K, out_l, in_l]`` per layer.
+        biases: ``b_l: float[K, out_l]`` per layer.
+    """
+
+    def __init__(self, shape: MLPShape, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor]):
+        if len(weights) != len(shape.layer_shapes) or len(biases) != len(weights):
+            raise InputError(
+                f"got {len(weights)} weights and {len(biases)} biases: expected "
+                f"{len(shape.layer_shapes)} of each for widths {shape.widths}"
+            )
+        k = weights[0].shape[0]
+        for l, ((o, i), w, b) in enumerate(zip(shape.layer_shapes, weights, biases)):
+            if tuple(w.shape) != (k, o, i) or tuple(b.shape) != (k, o):
+                raise InputError(
+                    f"layer {l}: weight {tuple(w.shape)} and bias {tuple(b.shape)}: "
+                    f"expected {(k, o, i)} and {(k, o)}"
+                )
+        self.shape = shape
+        self.weights = [w.detach().clone() for w in weights]
+        self.biases = [b.detach().clone() for b in biases]
+
+    @property
+    def n_models(self) -> int:
+        return self.weights[0].shape[0]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.weights[0].dtype
+
+    @classmethod
+    def init(
+        cls, shape: MLPShape, generators: Sequence[torch.Generator], dtype: torch.dtype = torch.float32
+    ) -> "StackedMLP":
+        """Initialise model ``k`` from ``generators[k]`` alone, as ``nn.Linear`` does.
+
+        ``nn.Linear.reset_parameters`` (kaiming_uniform with a=sqrt(5), and the bias
+        rule) amounts to ``U(-1/sqrt(in), 1/sqrt(in))`` for both weight and bias.
+        Model ``k`` does not depend on K or on the other generators.
+        """
+        weights = [torch.empty(len(generators), o, i, dtype=dtype) for o, i in shape.layer_shapes]
+        biases = [torch.empty(len(generators), o, dtype=dtype) for o, _ in shape.layer_shapes]
+        for k, g in enumerate(generators):
+            for w, b in zip(weights, biases):
+                bound = 1.0 / math.sqrt(w.shape[2])
+                w[k].uniform_(-bound, bound, generator=g)
+                b[k].uniform_(-bound, bound, generator=g)
+        return cls(shape, weights, biases)
+
+    @classmethod
+    def from_modules(cls, shape: MLPShape, modules: Sequence[nn.Module]) -> "StackedMLP":
+        """Stack the Linear layers of K modules built like :meth:`MLPShape.module`."""
+        linears = [[m for m in mod.modules() if isinstance(m, nn.Linear)] for mod in modules]
+        if any(len(ls) != len(shape.layer_shapes) for ls in linears):
+            raise InputError(
+                f"modules have {[len(ls) for ls in linears]} Linear layers: expected "
+                f"{len(shape.layer_shapes)} each for widths {shape.widths}"
+            )
+        weights = [torch.stack([ls[l].weight.detach() for ls in linears]) for l in range(len(shape.layer_shapes))]
+        biases = [torch.stack([ls[l].bias.detach() for ls in linears]) for l in range(len(shape.layer_shapes))]
+        return cls(shape, weights, biases)
+
+    def to_module(self, k: int) -> nn.Sequential:
+        """Model ``k`` as an ``nn.Sequential`` (copies)."""
+        module = self.shape.module().to(self.dtype)
+        linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+        with torch.no_grad():
+            for lin, w, b in zip(linears, self.weights, self.biases):
+                lin.weight.copy_(w[k])
+                lin.bias.copy_(b[k])
+        return module
+
+    def select(self, models: Sequence[int] | slice) -> "StackedMLP":
+        """A copy holding only the chosen models."""
+        return StackedMLP(self.shape, [w[models] for w in self.weights], [b[models] for b in self.biases])
+
+    def flat(self) -> torch.Tensor:
+        """All parameters, ``float[K, n_params]`` in ``parameters_to_vector`` order."""
+        parts = []
+        for w, b in zip(self.weights, self.biases):
+            parts += [w.reshape(self.n_models, -1), b]
+        return torch.cat(parts, dim=1)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Pre-activations of every layer.
+
+        Args:
+            x: ``float[K, B, d]`` (one batch per model) or ``float[B, d]`` (shared).
+        Returns:
+            ``[z_1, ..., z_L]`` with ``z_l: float[K, B, out_l]``; ``z_L`` are the logits.
+        """
+        if x.dim() == 2:
+            x = x.unsqueeze(0).expand(self.n_models, -1, -1)
+        zs = []
+        h = x
+        for l, (w, b) in enumerate(zip(self.weights, self.biases)):
+            z = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+            zs.append(z)
+            h = torch.relu(z)
+        return zs
+
+    def logits(self, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+        """Logits of every model on shared queries.
+
+        Args:
+            x: ``float[N, d]``.
+        Returns:
+            ``float[K, N, c]``.
+        """
+        return torch.cat([self.forward(x[s : s + chunk])[-1] for s in range(0, x.shape[0], chunk)], dim=1)

@@ -1,0 +1,92 @@
+"""Poisson subsampling for K models at once, padded so the step vectorises.
+
+Each model ``k`` trains on its own subset ``{j : keep[k, j]}`` of size ``m_k`` and each
+step includes each of its records independently with probability
+``q_k = expected_batch_size / m_k`` (Poisson sampling, Abadi et al. 2016, Sec. 3.1;
+the sampler Opacus' privacy accounting assumes). The draw for model ``k`` is the one
+Opacus' ``UniformWithReplacementSampler`` makes over that subset,
+``torch.rand(m_k, generator) < q_k``, from model ``k``'s own generator, so model ``k``'s
+batches do not depend on K.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from audit.errors import InputError
+
+
+@dataclass(frozen=True)
+class Subsets:
+    """Each model's training records.
+
+    Attributes:
+        members: ``long[K, m_max]``: model ``k``'s record indices in ascending order in
+            its first ``counts[k]`` entries, padding after.
+        counts: ``long[K]``: subset sizes ``m_k``.
+    """
+
+    members: torch.Tensor
+    counts: torch.Tensor
+
+    @classmethod
+    def from_keep(cls, keep: torch.Tensor) -> "Subsets":
+        """From ``keep: bool[K, n]``."""
+        if keep.dtype != torch.bool or keep.dim() != 2:
+            raise InputError(f"keep has dtype {keep.dtype} and shape {tuple(keep.shape)}: expected bool[models, records]")
+        counts = keep.sum(1)
+        # A stable sort puts each row's True positions first, in ascending order.
+        members = torch.argsort((~keep).to(torch.uint8), dim=1, stable=True)[:, : int(counts.max())]
+        return cls(members=members, counts=counts)
+
+    def sample_rates(self, expected_batch_size: int) -> torch.Tensor:
+        """``q_k = expected_batch_size / m_k``: ``float64[K]``; every ``q_k`` must be <= 1."""
+        if (self.counts < expected_batch_size).any():
+            raise InputError(
+                f"expected_batch_size={expected_batch_size}: expected at most the smallest "
+                f"training subset, {int(self.counts.min())} records"
+            )
+        return expected_batch_size / self.counts.to(torch.float64)
+
+
+@dataclass(frozen=True)
+class PoissonBatch:
+    """One step's batches for K models.
+
+    Attributes:
+        index: ``long[K, B]``: record indices, padded with 0 beyond each batch.
+        mask: ``bool[K, B]``: True for real entries; ``B`` is the largest batch.
+    """
+
+    index: torch.Tensor
+    mask: torch.Tensor
+
+    @property
+    def sizes(self) -> torch.Tensor:
+        """``long[K]``: actual batch sizes."""
+        return self.mask.sum(1)
+
+
+def poisson_batch(subsets: Subsets, rates: torch.Tensor, generators: Sequence[torch.Generator]) -> PoissonBatch:
+    """Draw one Poisson batch per model.
+
+    Args:
+        subsets: the models' training records.
+        rates: ``float[K]`` inclusion probabilities ``q_k``.
+        generators: one per model; model ``k`` consumes ``m_k`` uniforms from its own.
+    """
+    picked = []
+    for k, g in enumerate(generators):
+        m = int(subsets.counts[k])
+        chosen = torch.rand(m, generator=g) < float(rates[k])
+        picked.append(subsets.members[k, :m][chosen])
+    width = max(1, max(len(p) for p in picked))
+    index = torch.zeros(len(picked), width, dtype=torch.long)
+    mask = torch.zeros(len(picked), width, dtype=torch.bool)
+    for k, p in enumerate(picked):
+        index[k, : len(p)] = p
+        mask[k, : len(p)] = True
+    return PoissonBatch(index=index, mask=mask)

@@ -1,0 +1,360 @@
+"""DP-SGD for K MLPs at once: Poisson batches, exact per-example clipping via
+per-sample norms of Linear layers (:mod:`trainers.fast.norms`), Gaussian noise, SGD.
+
+The correct step (``StepSpec()``) is Opacus' ``DPOptimizer`` step with
+``loss_reduction="mean"`` (Abadi et al. 2016, Algorithm 1):
+
+    g_i   = grad of the cross-entropy of example i           (per example, unreduced)
+    c_i   = min(1, C / (||g_i|| + 1e-6))                      (opacus/optimizers/optimizer.py)
+    g~    = (sum_i c_i g_i + N(0, sigma^2 C^2 I)) / expected_batch_size
+    theta = torch.optim.SGD step with gradient g~ (weight decay, momentum as torch)
+
+Noise for model ``k`` is drawn from its own generator, parameter by parameter in
+``W_1, b_1, W_2, ...`` order, exactly as Opacus draws it, so with the same batches and
+a noise generator in the same state the fast step reproduces Opacus.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import torch
+
+from audit.errors import InputError
+from trainers.fast.ensemble import MLPShape, StackedMLP
+from trainers.fast.hooks import GradientRows, StepHooks
+from trainers.fast.norms import per_sample_sq_norms, weighted_grad_sum
+from trainers.fast.sampling import Subsets, poisson_batch
+from trainers.fast.spec import CORRECT, StepSpec
+
+CLIP_EPS = 1e-6
+"""Added to the per-sample norm in the clip factor, as in Opacus ``clip_and_accumulate``."""
+
+
+@dataclass(frozen=True)
+class DPSGDConfig:
+    """Hyperparameters of (DP-)SGD; ``spec`` says which step (correct or faulty)."""
+
+    lr: float
+    max_grad_norm: float
+    noise_multiplier: float
+    expected_batch_size: int
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    spec: StepSpec = field(default=CORRECT)
+
+    def __post_init__(self) -> None:
+        checks = (
+            ("lr", self.lr > 0, "a number > 0"),
+            ("max_grad_norm", self.max_grad_norm > 0, "a number > 0"),
+            ("noise_multiplier", self.noise_multiplier >= 0, "a number >= 0"),
+            ("expected_batch_size", int(self.expected_batch_size) == self.expected_batch_size and self.expected_batch_size >= 1, "an integer >= 1"),
+            ("momentum", 0 <= self.momentum < 1, "a number in [0, 1)"),
+            ("weight_decay", self.weight_decay >= 0, "a number >= 0"),
+        )
+        for name, ok, expected in checks:
+            if not ok:
+                raise InputError(f"{name}={getattr(self, name)!r}: expected {expected}")
+        if not isinstance(self.spec, StepSpec):
+            raise InputError(f"spec={self.spec!r}: expected a StepSpec")
+
+    @property
+    def noise_std(self) -> float:
+        """Standard deviation of the noise added to the summed gradient."""
+        if not self.spec.add_noise:
+            return 0.0
+        scale = self.max_grad_norm if self.spec.noise_std == "sigma_c" else 1.0
+        return self.noise_multiplier * scale * self.spec.noise_factor
+
+
+@dataclass(frozen=True)
+class StepOutput:
+    """What one step reports.
+
+    Attributes:
+        batch_sizes: ``long[K]``: examples per model, extra gradient rows included.
+        losses: ``float[K]``: mean cross-entropy of the real examples (nan if none),
+            before the update.
+        watched: ``float[K, J]``: privatised gradient at ``hooks.watch``, or None.
+    """
+
+    batch_sizes: torch.Tensor
+    losses: torch.Tensor
+    watched: Optional[torch.Tensor]
+
+
+def _forward_backward(model: StackedMLP, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor):
+    """Layer inputs, per-sample output gradients of the (unreduced) cross-entropy, and
+    per-example losses. Padded rows get zero gradients.
+
+    Shapes: ``x: float[K, B, d]``, ``y: long[K, B]``, ``mask: bool[K, B]``.
+    """
+    inputs = [x]
+    z = None
+    for l, (w, b) in enumerate(zip(model.weights, model.biases)):
+        z = torch.baddbmm(b.unsqueeze(1), inputs[-1], w.transpose(1, 2))
+        if l + 1 < len(model.weights):
+            inputs.append(torch.relu(z))
+    logp = torch.log_softmax(z, dim=-1)
+    losses = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)
+    # d CE / d logits = softmax - onehot
+    g = logp.exp_()
+    g.scatter_add_(-1, y.unsqueeze(-1), torch.full_like(losses, -1.0).unsqueeze(-1))
+    g.mul_(mask.unsqueeze(-1).to(g.dtype))
+    grads = [g]
+    for l in range(len(model.weights) - 1, 0, -1):
+        g = torch.bmm(g, model.weights[l]).mul_(inputs[l] > 0)
+        grads.append(g)
+    grads.reverse()
+    return inputs, grads, losses
+
+
+def _split_flat(shape: MLPShape, flat: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    k = flat.shape[0]
+    ws, bs = [], []
+    for (o, i), (w0, b0) in zip(shape.layer_shapes, shape.flat_offsets()):
+        ws.append(flat[:, w0:b0].reshape(k, o, i))
+        bs.append(flat[:, b0 : b0 + o])
+    return ws, bs
+
+
+def _flat(ws: Sequence[torch.Tensor], bs: Sequence[torch.Tensor]) -> torch.Tensor:
+    k = ws[0].shape[0]
+    return torch.cat([t for w, b in zip(ws, bs) for t in (w.reshape(k, -1), b)], dim=1)
+
+
+class FastDPSGD:
+    """Steps K stacked MLPs with (DP-)SGD; holds the parameters and optimiser state.
+
+    ``step`` is the unit to compare with Opacus: it takes the batches (and optionally
+    the standard-normal noise) explicitly; :func:`train` draws them.
+    """
+
+    def __init__(self, model: StackedMLP, config: DPSGDConfig, hooks: StepHooks = StepHooks()):
+        self.model = model
+        self.config = config
+        self.hooks = hooks
+        self.steps_done = 0
+        self._momentum: Optional[list[torch.Tensor]] = None
+        self._fixed_noise: Optional[tuple[list[torch.Tensor], list[torch.Tensor]]] = None
+        if hooks.watch is not None:
+            watch = hooks.watch
+            if watch.dim() != 1 or watch.dtype != torch.long or (watch.numel() and (watch.min() < 0 or watch.max() >= model.shape.n_params)):
+                raise InputError(
+                    f"hooks.watch={watch!r}: expected long[J] flat coordinates in [0, {model.shape.n_params})"
+                )
+
+    def draw_noise(self, generators: Sequence[torch.Generator]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Standard-normal noise ``([float[K, out, in]], [float[K, out]])``; model ``k``
+        from ``generators[k]``, parameter by parameter (``W_1, b_1, W_2, ...``), each
+        drawn as ``torch.normal`` over that parameter's shape draws it (Opacus
+        ``_generate_noise``)."""
+        if len(generators) != self.model.n_models:
+            raise InputError(f"got {len(generators)} noise generators: expected one per model ({self.model.n_models})")
+        zw = [torch.empty_like(w) for w in self.model.weights]
+        zb = [torch.empty_like(b) for b in self.model.biases]
+        for k, g in enumerate(generators):
+            for w, b in zip(zw, zb):
+                w[k].normal_(0.0, 1.0, generator=g)
+                b[k].normal_(0.0, 1.0, generator=g)
+        return zw, zb
+
+    def clipped_sum(
+        self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, rows: Optional[GradientRows] = None
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Summed (clipped, per ``spec.clipping``) gradients before noise.
+
+        Args:
+            x: ``float[K, B, d]``; y: ``long[K, B]``; mask: ``bool[K, B]``.
+            rows: extra per-sample gradient rows (canaries), or None.
+        Returns:
+            ``(dW_l: float[K, out, in], db_l: float[K, out], batch_sizes: long[K],
+            losses: float[K])``.
+        """
+        spec, c_max = self.config.spec, self.config.max_grad_norm
+        inputs, grads, losses = _forward_backward(self.model, x, y, mask)
+        weights = mask.to(x.dtype)
+        if spec.clipping == "per_example":
+            norms = per_sample_sq_norms(inputs, grads).sqrt_()
+            weights = weights * (c_max / (norms + CLIP_EPS)).clamp_(max=1.0)
+        gw, gb = weighted_grad_sum(inputs, grads, weights)
+        sizes = mask.sum(1)
+        if rows is not None and rows.model.numel():
+            rows.validate(self.model.n_models, self.model.shape.n_params)
+            values = rows.values.to(x.dtype)
+            if spec.clipping == "per_example":
+                values = values * (c_max / (values.norm(dim=1, keepdim=True) + CLIP_EPS)).clamp_(max=1.0)
+            flat = _flat(gw, gb)
+            flat.index_put_((rows.model.unsqueeze(1).expand_as(rows.coords), rows.coords), values, accumulate=True)
+            gw, gb = _split_flat(self.model.shape, flat)
+            sizes = sizes + torch.bincount(rows.model, minlength=self.model.n_models)
+        if spec.clipping == "per_batch":
+            total = sum(w.square().sum((1, 2)) for w in gw) + sum(b.square().sum(1) for b in gb)
+            factor = (c_max / (total.sqrt() + CLIP_EPS)).clamp_(max=1.0)
+            gw = [w * factor.view(-1, 1, 1) for w in gw]
+            gb = [b * factor.view(-1, 1) for b in gb]
+        n_real = mask.sum(1)
+        mean_loss = (losses * mask).sum(1) / n_real.to(x.dtype)
+        return gw, gb, sizes, mean_loss
+
+    def step(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        mask: torch.Tensor,
+        *,
+        noise_generators: Optional[Sequence[torch.Generator]] = None,
+        noise: Optional[tuple[Sequence[torch.Tensor], Sequence[torch.Tensor]]] = None,
+    ) -> StepOutput:
+        """One step on given batches.
+
+        Args:
+            x: ``float[K, B, d]``; y: ``long[K, B]``; mask: ``bool[K, B]`` (padding False).
+            noise_generators: one per model; used when noise is needed and not given.
+            noise: standard-normal ``([float[K, out, in]], [float[K, out]])``, scaled
+                here by the configured std; overrides the generators.
+        """
+        cfg, spec = self.config, self.config.spec
+        k = self.model.n_models
+        if x.dim() != 3 or x.shape[0] != k or y.shape != x.shape[:2] or mask.shape != x.shape[:2]:
+            raise InputError(
+                f"x {tuple(x.shape)}, y {tuple(y.shape)}, mask {tuple(mask.shape)}: "
+                f"expected float[{k}, B, d], long[{k}, B], bool[{k}, B]"
+            )
+        rows = self.hooks.extra_rows(self.steps_done) if self.hooks.extra_rows is not None else None
+        gw, gb, sizes, losses = self.clipped_sum(x, y, mask, rows)
+
+        std = cfg.noise_std
+        if std > 0:
+            if noise is None and spec.reuse_noise and self._fixed_noise is not None:
+                noise = self._fixed_noise
+            if noise is None:
+                if noise_generators is None:
+                    raise InputError("noise_generators=None: expected one generator per model (or explicit noise)")
+                noise = self.draw_noise(noise_generators)
+            if spec.reuse_noise and self._fixed_noise is None:
+                self._fixed_noise = noise
+            zw, zb = noise
+            gw = [w.add_(z, alpha=std) for w, z in zip(gw, zw)]
+            gb = [b.add_(z, alpha=std) for b, z in zip(gb, zb)]
+
+        if spec.normalise == "expected":
+            gw = [w.div_(cfg.expected_batch_size) for w in gw]
+            gb = [b.div_(cfg.expected_batch_size) for b in gb]
+        else:
+            denom = sizes.clamp(min=1).to(x.dtype)
+            gw = [w.div_(denom.view(-1, 1, 1)) for w in gw]
+            gb = [b.div_(denom.view(-1, 1)) for b in gb]
+
+        watched = _flat(gw, gb)[:, self.hooks.watch] if self.hooks.watch is not None else None
+        self._sgd_update(gw + gb)
+        self.steps_done += 1
+        return StepOutput(batch_sizes=sizes, losses=losses, watched=watched)
+
+    def _sgd_update(self, grads: list[torch.Tensor]) -> None:
+        """``torch.optim.SGD`` (dampening 0, no Nesterov) on weights then biases."""
+        cfg = self.config
+        params = self.model.weights + self.model.biases
+        if cfg.weight_decay:
+            grads = [g.add_(p, alpha=cfg.weight_decay) for g, p in zip(grads, params)]
+        if cfg.momentum:
+            if self._momentum is None:
+                self._momentum = [g.clone() for g in grads]
+            else:
+                for buf, g in zip(self._momentum, grads):
+                    buf.mul_(cfg.momentum).add_(g)
+            grads = self._momentum
+        for p, g in zip(params, grads):
+            p.add_(g, alpha=-cfg.lr)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """A finished run.
+
+    Attributes:
+        model: the K trained models.
+        batch_sizes: ``long[steps, K]``.
+        losses: ``float[steps, K]`` mean batch loss before each step.
+        watched: ``float[steps, K, J]`` privatised gradients at ``hooks.watch``, or None.
+    """
+
+    model: StackedMLP
+    batch_sizes: torch.Tensor
+    losses: torch.Tensor
+    watched: Optional[torch.Tensor]
+
+
+def spawn_generators(generator: torch.Generator, n_models: int) -> list[torch.Generator]:
+    """One independent generator per model, seeded from the run's ``generator``."""
+    seeds = torch.randint(0, 2**62, (n_models,), generator=generator).tolist()
+    return [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+
+def steps_for_epochs(epochs: float, expected_batch_size: int, subset_size: int) -> int:
+    """Steps of ``epochs`` passes at rate ``q = expected_batch_size / subset_size``
+    (``epochs / q``, rounded up), as Opacus runs ``len(data_loader)`` steps an epoch."""
+    if epochs <= 0:
+        raise InputError(f"epochs={epochs!r}: expected a number > 0")
+    return math.ceil(epochs * subset_size / expected_batch_size)
+
+
+def train(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    keep: torch.Tensor,
+    shape: MLPShape,
+    config: DPSGDConfig,
+    *,
+    steps: int,
+    generator: torch.Generator | Sequence[torch.Generator],
+    hooks: StepHooks = StepHooks(),
+) -> TrainResult:
+    """Train K models, model ``k`` on records ``keep[k]``, for ``steps`` steps.
+
+    Args:
+        x: ``float[n, d]`` features (the dtype of the models).
+        y: ``long[n]`` labels in ``[0, c)``.
+        keep: ``bool[K, n]``.
+        shape: widths ``(d, ..., c)``.
+        config: hyperparameters and step spec.
+        steps: number of steps (see :func:`steps_for_epochs`).
+        generator: the run's generator (one per model is spawned from it), or K
+            generators. Model ``k`` uses only generator ``k`` (initialisation, then per
+            step its Poisson draw and its noise), so it equals model 0 of a K = 1 run
+            given that generator.
+        hooks: canary hooks.
+    """
+    if x.dim() != 2 or x.shape[1] != shape.widths[0] or not x.is_floating_point():
+        raise InputError(f"x has shape {tuple(x.shape)} and dtype {x.dtype}: expected float[n, {shape.widths[0]}]")
+    n = x.shape[0]
+    if y.shape != (n,) or y.dtype != torch.long or (n and (y.min() < 0 or y.max() >= shape.widths[-1])):
+        raise InputError(f"y has shape {tuple(y.shape)} and dtype {y.dtype}: expected long[{n}] in [0, {shape.widths[-1]})")
+    if keep.dim() != 2 or keep.shape[1] != n:
+        raise InputError(f"keep has shape {tuple(keep.shape)}: expected bool[models, {n}]")
+    if int(steps) != steps or steps < 0:
+        raise InputError(f"steps={steps!r}: expected an integer >= 0")
+    n_models = keep.shape[0]
+    gens = spawn_generators(generator, n_models) if isinstance(generator, torch.Generator) else list(generator)
+    if len(gens) != n_models:
+        raise InputError(f"got {len(gens)} generators: expected one per model ({n_models})")
+    subsets = Subsets.from_keep(keep)
+    rates = subsets.sample_rates(config.expected_batch_size)
+    trainer = FastDPSGD(StackedMLP.init(shape, gens, dtype=x.dtype), config, hooks)
+    sizes, losses, watched = [], [], []
+    for _ in range(steps):
+        batch = poisson_batch(subsets, rates, gens)
+        out = trainer.step(x[batch.index], y[batch.index], batch.mask, noise_generators=gens)
+        sizes.append(out.batch_sizes)
+        losses.append(out.losses)
+        if out.watched is not None:
+            watched.append(out.watched)
+    empty_k = torch.zeros(0, n_models)
+    return TrainResult(
+        model=trainer.model,
+        batch_sizes=torch.stack(sizes) if sizes else empty_k.long(),
+        losses=torch.stack(losses) if losses else empty_k,
+        watched=torch.stack(watched) if watched else None,
+    )
