@@ -122,7 +122,9 @@ def build_model(name: str, in_shape: Sequence[int], n_classes: int, *, generator
     if not 0.0 <= float(kw.get("dropout", 0.0)) < 1.0:
         raise InputError(f"dropout={kw['dropout']!r}; expected a probability in [0, 1)")
     try:
-        model = MODELS[name](in_shape, n_classes, **kw)
+        # layer constructors draw a throw-away init from the global RNG; keep it unchanged
+        with torch.random.fork_rng(devices=[]):
+            model = MODELS[name](in_shape, n_classes, **kw)
     except TypeError as exc:
         raise InputError(f"model {name!r} does not accept {sorted(kw)}: {exc}") from exc
     reset_parameters(model, generator)
