@@ -1,0 +1,103 @@
+"""Shared pieces of the attacks: target/shadow split, softmax, per-record signals."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import log_softmax
+
+from audit.errors import InputError
+from audit.observations import Observations
+
+
+def check_target(observations: Observations, target: int, *, method: str, min_shadows: int = 1) -> np.ndarray:
+    """Validate ``target``; return the shadow model indices (int[models - 1])."""
+    k = observations.n_models
+    if isinstance(target, bool) or not isinstance(target, (int, np.integer)):
+        raise InputError(f"{method}: target must be an integer model index, got {target!r}")
+    if not 0 <= target < k:
+        raise InputError(f"{method}: target {target} out of range; expected 0..{k - 1} ({k} models)")
+    shadows = np.array([m for m in range(k) if m != target], dtype=np.int64)
+    if shadows.size < min_shadows:
+        raise InputError(f"{method}: needs at least {min_shadows} shadow models, got {shadows.size}")
+    return shadows
+
+
+def require_logits(observations: Observations, method: str) -> np.ndarray:
+    """float[models, records, queries, classes], or InputError if absent."""
+    if observations.logits is None:
+        raise InputError(f"{method}: needs logits, the observations hold only white-box stats")
+    return observations.logits
+
+
+def require_stats(observations: Observations, method: str, column: int) -> np.ndarray:
+    """float[models, records] (one white-box statistic), or InputError."""
+    if observations.stats is None:
+        raise InputError(f"{method}: needs white-box stats, the observations hold only logits")
+    n = observations.stats.shape[2]
+    if not 0 <= column < n:
+        raise InputError(f"{method}: stat column {column} out of range; expected 0..{n - 1}")
+    return observations.stats[:, :, column].astype(np.float64)
+
+
+def audited_mask(observations: Observations) -> np.ndarray:
+    """bool[records]: records that are not population (reference) records."""
+    return ~observations.population_mask
+
+
+def require_in_out(
+    observations: Observations,
+    shadows: np.ndarray,
+    *,
+    method: str,
+    need_in: bool,
+    need_out: bool,
+) -> np.ndarray:
+    """Check every audited record has the IN / OUT shadows ``method`` needs.
+
+    Population records are exempt (they are OUT everywhere by definition; methods give
+    them NaN where undefined). Returns ``keep[shadows]: bool[shadows, records]``.
+    """
+    keep = observations.keep[shadows]
+    audited = audited_mask(observations)
+    for needed, count, word in ((need_in, keep.sum(0), "IN"), (need_out, (~keep).sum(0), "OUT")):
+        if needed:
+            missing = int(((count == 0) & audited).sum())
+            if missing:
+                raise InputError(
+                    f"{method}: {missing} records have no {word} shadow model "
+                    f"({shadows.size} shadows); {method} needs one per record"
+                )
+    return keep
+
+
+def log_probs(logits: np.ndarray) -> np.ndarray:
+    """float64 log-softmax over the last axis (max subtracted first)."""
+    return log_softmax(np.asarray(logits, dtype=np.float64), axis=-1)
+
+
+def true_class(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Pick ``values[..., records, queries, labels[record]]`` -> float[..., records, queries]."""
+    idx = np.broadcast_to(labels[:, None, None], values.shape[:-1] + (1,))
+    return np.take_along_axis(values, idx, axis=-1)[..., 0]
+
+
+def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per-query cross-entropy loss float64[..., records, queries]."""
+    return -true_class(log_probs(logits), labels)
+
+
+def lira_phi(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Logit-scaled confidence of Carlini et al. (2022), Sec. IV-B, per query.
+
+    ``phi = log(p_y + 1e-45) - log(sum_{y' != y} p_y' + 1e-45)`` with ``p`` the float64
+    softmax after subtracting the max (as the reference ``score.py``).
+    Shapes: logits float[..., records, queries, classes] -> float64[..., records, queries].
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=-1, keepdims=True)
+    p_y = true_class(p, labels)
+    onehot = np.arange(p.shape[-1]) == labels[:, None, None]
+    p_wrong = np.where(onehot, 0.0, p).sum(axis=-1)
+    return np.log(p_y + 1e-45) - np.log(p_wrong + 1e-45)

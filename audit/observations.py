@@ -1,0 +1,574 @@
+"""Observations: what the attacks see of K trained models.
+
+One container, :class:`Observations`, holds per model x record outputs:
+
+- ``logits: float[models, records, queries, classes]`` (black box; queries are
+  augmentations or repeated/perturbed queries), and/or
+- ``stats: float[models, records, stats]`` (white-box statistics, e.g. per-example
+  gradient norms or gradient-canary dot products),
+- ``labels: int[records]``, ``keep: bool[models, records]`` (True = record was in that
+  model's training set), an optional ``population: bool[records]`` mask of reference
+  records that no model trained on, and JSON-serialisable metadata.
+
+Storage (no pickle anywhere):
+
+- a single ``.npz`` (:func:`save_observations`, :func:`load_observations`); the
+  interchange format holds just ``logits``, ``labels`` and ``keep`` and loads without
+  metadata; metadata is stored as a JSON string in a 0-d unicode array;
+- a run directory grown model by model (:class:`ObservationRun`): ``manifest.json``,
+  ``shared.npz`` (labels, population) and one ``model-XXXXX.npz`` per model. Each model
+  file is written atomically, then the manifest is rewritten atomically, so a kill at
+  any point leaves a readable run whose ``n_models_done`` counts only complete models;
+- the LiRA reference layout of Carlini et al. (2022), tensorflow/privacy
+  ``research/mi_lira_2021``: ``experiment-*/keep.npy`` (bool[records]) and
+  ``experiment-*/logits/<epoch>.npy`` (``float[records, 1, queries, classes]`` as
+  written by its ``inference.py``), see :func:`import_lira_layout` and
+  :func:`export_lira_layout`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from audit.atomic import atomic_open
+from audit.errors import InputError
+
+__all__ = [
+    "Observations",
+    "ObservationRun",
+    "save_observations",
+    "load_observations",
+    "import_lira_layout",
+    "export_lira_layout",
+    "synthetic_observations",
+]
+
+_FORMAT = "dpaudit-observations"
+_RUN_FORMAT = "dpaudit-observations-run"
+_VERSION = 1
+_METADATA_KEYS = ("dataset", "trainer", "seed", "claimed_epsilon")
+
+
+def _as_keep(name: str, value: Any, ndim: int) -> np.ndarray:
+    arr = np.asarray(value)
+    if arr.ndim != ndim:
+        raise InputError(f"{name}: expected {ndim} dimensions, got shape {arr.shape}")
+    if arr.dtype == np.bool_:
+        return arr
+    if arr.dtype.kind in "iu" and np.isin(arr, (0, 1)).all():
+        return arr.astype(bool)
+    raise InputError(f"{name}: expected booleans (or integers 0/1), got dtype {arr.dtype}")
+
+
+def _as_float(name: str, value: Any, ndim: int) -> np.ndarray:
+    arr = np.asarray(value)
+    if arr.ndim != ndim:
+        raise InputError(f"{name}: expected {ndim} dimensions, got shape {arr.shape}")
+    if arr.dtype.kind not in "fiu":
+        raise InputError(f"{name}: expected a floating-point array, got dtype {arr.dtype}")
+    if arr.dtype.kind != "f":
+        arr = arr.astype(np.float64)
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise InputError(
+            f"{name}: {int(bad.sum())} non-finite values (NaN or inf), first at index {first}"
+        )
+    return arr
+
+
+def _as_labels(value: Any) -> np.ndarray:
+    arr = np.asarray(value)
+    if arr.ndim != 1:
+        raise InputError(f"labels: expected 1 dimension [records], got shape {arr.shape}")
+    if arr.dtype.kind not in "iu":
+        raise InputError(f"labels: expected integers, got dtype {arr.dtype}")
+    return arr.astype(np.int64)
+
+
+@dataclass(frozen=True, eq=False)
+class Observations:
+    """Outputs of K models on the same records, with who trained on what.
+
+    Attributes:
+        keep: bool[models, records]; ``keep[m, i]`` is True when model ``m`` trained on
+            record ``i``.
+        labels: int[records] (required with ``logits``; may be None for white-box only).
+        logits: float[models, records, queries, classes] or None.
+        stats: float[models, records, stats] or None (white-box statistics).
+        population: bool[records] or None. Reference records that no model trained on
+            (RMIA's population set). None means: the records whose keep column is all
+            False (see :attr:`population_mask`).
+        metadata: JSON-serialisable mapping (dataset, trainer, seed, claimed_epsilon, ...).
+
+    Validated on construction; raises :class:`audit.errors.InputError` naming the array.
+    """
+
+    keep: np.ndarray
+    labels: np.ndarray | None = None
+    logits: np.ndarray | None = None
+    stats: np.ndarray | None = None
+    population: np.ndarray | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        keep = _as_keep("keep", self.keep, 2)
+        n_models, n_records = keep.shape
+        if n_models < 1 or n_records < 1:
+            raise InputError(f"keep: expected at least one model and one record, got {keep.shape}")
+        object.__setattr__(self, "keep", keep)
+        if self.logits is None and self.stats is None:
+            raise InputError("observations: need logits or stats (white-box), got neither")
+        if self.logits is not None:
+            logits = np.asarray(self.logits)
+            if logits.ndim == 3:  # [models, records, classes]: a single query
+                logits = logits[:, :, None, :]
+            logits = _as_float("logits", logits, 4)
+            if logits.shape[:2] != keep.shape:
+                raise InputError(
+                    f"logits: shape {logits.shape} disagrees with keep {keep.shape} "
+                    "(expected [models, records, queries, classes])"
+                )
+            if logits.shape[2] < 1 or logits.shape[3] < 2:
+                raise InputError(f"logits: need >= 1 query and >= 2 classes, got {logits.shape}")
+            object.__setattr__(self, "logits", logits)
+            if self.labels is None:
+                raise InputError("labels: required with logits, got None")
+        if self.labels is not None:
+            labels = _as_labels(self.labels)
+            if labels.shape[0] != n_records:
+                raise InputError(f"labels: {labels.shape[0]} records, keep has {n_records}")
+            if self.logits is not None:
+                n_classes = self.logits.shape[3]
+                if labels.min() < 0 or labels.max() >= n_classes:
+                    raise InputError(
+                        f"labels: expected values in [0, {n_classes}), "
+                        f"got range [{labels.min()}, {labels.max()}]"
+                    )
+            object.__setattr__(self, "labels", labels)
+        if self.stats is not None:
+            stats = _as_float("stats", self.stats, 3)
+            if stats.shape[:2] != keep.shape:
+                raise InputError(
+                    f"stats: shape {stats.shape} disagrees with keep {keep.shape} "
+                    "(expected [models, records, stats])"
+                )
+            object.__setattr__(self, "stats", stats)
+        if self.population is not None:
+            population = _as_keep("population", self.population, 1)
+            if population.shape[0] != n_records:
+                raise InputError(f"population: {population.shape[0]} records, keep has {n_records}")
+            trained = keep[:, population].any(axis=0)
+            if trained.any():
+                raise InputError(
+                    f"population: {int(trained.sum())} population records are IN for some model "
+                    "(population records must be OUT for all models)"
+                )
+            object.__setattr__(self, "population", population)
+        try:
+            metadata = json.loads(json.dumps(dict(self.metadata)))
+        except (TypeError, ValueError) as err:
+            raise InputError(f"metadata: expected a JSON-serialisable mapping ({err})") from err
+        object.__setattr__(self, "metadata", metadata)
+
+    @property
+    def n_models(self) -> int:
+        return int(self.keep.shape[0])
+
+    @property
+    def n_records(self) -> int:
+        return int(self.keep.shape[1])
+
+    @property
+    def n_queries(self) -> int:
+        return 0 if self.logits is None else int(self.logits.shape[2])
+
+    @property
+    def population_mask(self) -> np.ndarray:
+        """bool[records]: the explicit population, else records OUT for every model."""
+        if self.population is not None:
+            return self.population
+        return ~self.keep.any(axis=0)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays as stored in an ``.npz`` (metadata as a 0-d JSON string)."""
+        out: dict[str, np.ndarray] = {"keep": self.keep}
+        if self.labels is not None:
+            out["labels"] = self.labels
+        if self.logits is not None:
+            out["logits"] = self.logits
+        if self.stats is not None:
+            out["stats"] = self.stats
+        if self.population is not None:
+            out["population"] = self.population
+        out["metadata"] = np.array(json.dumps({"format": _FORMAT, "version": _VERSION, **self.metadata}))
+        return out
+
+
+def save_observations(observations: Observations, path: str | os.PathLike) -> None:
+    """Write ``observations`` to ``path`` as an uncompressed ``.npz``, atomically."""
+    with atomic_open(path, "wb") as handle:
+        np.savez(handle, **observations.arrays())
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except FileNotFoundError as err:
+        raise InputError(f"{path}: no such file") from err
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as err:
+        # ValueError covers object arrays (pickle refused) and malformed headers.
+        raise InputError(f"{path}: not a readable .npz without pickle ({err})") from err
+
+
+def _parse_metadata(path: Path, raw: np.ndarray | None) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if raw.ndim != 0 or raw.dtype.kind != "U":
+        raise InputError(f"{path}: metadata: expected a 0-d JSON string, got dtype {raw.dtype}")
+    try:
+        meta = json.loads(str(raw))
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path}: metadata: not valid JSON ({err})") from err
+    if not isinstance(meta, dict):
+        raise InputError(f"{path}: metadata: expected a JSON object, got {type(meta).__name__}")
+    meta.pop("format", None)
+    meta.pop("version", None)
+    return meta
+
+
+def load_observations(path: str | os.PathLike) -> Observations:
+    """Load and validate observations from an ``.npz`` file or an :class:`ObservationRun` dir.
+
+    An interchange ``.npz`` needs only ``keep`` and ``logits`` (+ ``labels``) or ``stats``.
+    Raises InputError for a missing, corrupted or inconsistent file.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return ObservationRun.open(path).load()
+    data = _read_npz(path)
+    if "keep" not in data:
+        raise InputError(f"{path}: missing array 'keep' (found {sorted(data)})")
+    unknown = set(data) - {"keep", "labels", "logits", "stats", "population", "metadata"}
+    if unknown:
+        raise InputError(f"{path}: unknown arrays {sorted(unknown)}")
+    try:
+        return Observations(
+            keep=data["keep"],
+            labels=data.get("labels"),
+            logits=data.get("logits"),
+            stats=data.get("stats"),
+            population=data.get("population"),
+            metadata=_parse_metadata(path, data.get("metadata")),
+        )
+    except InputError as err:
+        raise InputError(f"{path}: {err}") from err
+
+
+class ObservationRun:
+    """A run directory to which models are appended one at a time (resumable).
+
+    Layout: ``manifest.json`` (format, n_records, model file names in order, metadata),
+    ``shared.npz`` (labels, population) and ``model-00000.npz`` ... each holding
+    ``keep: bool[records]`` and ``logits: float[records, queries, classes]`` and/or
+    ``stats: float[records, stats]``. Every file is written with
+    :func:`audit.atomic.atomic_open`; the manifest is rewritten last, so a kill leaves
+    the previous complete state.
+    """
+
+    def __init__(self, path: Path, manifest: dict[str, Any]):
+        self.path = path
+        self._manifest = manifest
+
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike,
+        *,
+        labels: np.ndarray | None,
+        population: np.ndarray | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> "ObservationRun":
+        """Start an empty run in a new (or empty) directory ``path``."""
+        path = Path(path)
+        if (path / "manifest.json").exists():
+            raise InputError(f"{path}: already holds a run (use ObservationRun.open to resume)")
+        path.mkdir(parents=True, exist_ok=True)
+        shared: dict[str, np.ndarray] = {}
+        n_records = None
+        if labels is not None:
+            shared["labels"] = _as_labels(labels)
+            n_records = int(shared["labels"].shape[0])
+        if population is not None:
+            shared["population"] = _as_keep("population", population, 1)
+            if n_records is not None and shared["population"].shape[0] != n_records:
+                raise InputError(f"population: {shared['population'].shape[0]} records, labels has {n_records}")
+            n_records = int(shared["population"].shape[0])
+        meta = json.loads(json.dumps(dict(metadata or {})))
+        with atomic_open(path / "shared.npz", "wb") as handle:
+            np.savez(handle, **shared)
+        manifest = {
+            "format": _RUN_FORMAT,
+            "version": _VERSION,
+            "n_records": n_records,
+            "models": [],
+            "metadata": meta,
+        }
+        run = cls(path, manifest)
+        run._write_manifest()
+        return run
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "ObservationRun":
+        """Open an existing run to resume appending or to load it."""
+        path = Path(path)
+        try:
+            manifest = json.loads((path / "manifest.json").read_text())
+        except FileNotFoundError as err:
+            raise InputError(f"{path}: no manifest.json (not an observations run)") from err
+        except json.JSONDecodeError as err:
+            raise InputError(f"{path}/manifest.json: not valid JSON ({err})") from err
+        if not isinstance(manifest, dict) or manifest.get("format") != _RUN_FORMAT:
+            raise InputError(f"{path}/manifest.json: expected format {_RUN_FORMAT!r}")
+        return cls(path, manifest)
+
+    @property
+    def n_models_done(self) -> int:
+        """Number of complete models recorded in the manifest (resume from this index)."""
+        return len(self._manifest["models"])
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return dict(self._manifest["metadata"])
+
+    def _write_manifest(self) -> None:
+        with atomic_open(self.path / "manifest.json", "w") as handle:
+            json.dump(self._manifest, handle, indent=1)
+
+    def append(
+        self,
+        *,
+        keep: np.ndarray,
+        logits: np.ndarray | None = None,
+        stats: np.ndarray | None = None,
+    ) -> int:
+        """Record one more model; returns its model index.
+
+        Args:
+            keep: bool[records].
+            logits: float[records, queries, classes] (or [records, classes]) or None.
+            stats: float[records, stats] or None.
+        """
+        keep = _as_keep("keep", keep, 1)
+        arrays: dict[str, np.ndarray] = {"keep": keep}
+        if logits is not None:
+            logits = np.asarray(logits)
+            if logits.ndim == 2:
+                logits = logits[:, None, :]
+            arrays["logits"] = _as_float("logits", logits, 3)
+        if stats is not None:
+            arrays["stats"] = _as_float("stats", stats, 2)
+        if len(arrays) == 1:
+            raise InputError("append: need logits or stats, got neither")
+        n_records = self._manifest["n_records"]
+        for name, arr in arrays.items():
+            if n_records is not None and arr.shape[0] != n_records:
+                raise InputError(f"{name}: {arr.shape[0]} records, run has {n_records}")
+        shapes = {name: list(arr.shape) for name, arr in arrays.items()}
+        expected = self._manifest.get("shapes")
+        if expected is not None and expected != shapes:
+            raise InputError(f"append: array shapes {shapes} disagree with earlier models {expected}")
+        index = self.n_models_done
+        name = f"model-{index:05d}.npz"
+        with atomic_open(self.path / name, "wb") as handle:
+            np.savez(handle, **arrays)
+        self._manifest["models"].append(name)
+        self._manifest["n_records"] = int(keep.shape[0])
+        self._manifest["shapes"] = shapes
+        self._write_manifest()
+        return index
+
+    def _read_model(self, index: int) -> dict[str, np.ndarray]:
+        return _read_npz(self.path / self._manifest["models"][index])
+
+    def load(self) -> Observations:
+        """Stack the complete models into validated :class:`Observations`."""
+        if not self._manifest["models"]:
+            raise InputError(f"{self.path}: run holds no models yet")
+        shared = _read_npz(self.path / "shared.npz")
+        models = [self._read_model(i) for i in range(self.n_models_done)]
+        try:
+            stacked = {
+                key: np.stack([m[key] for m in models]) for key in ("keep", "logits", "stats") if key in models[0]
+            }
+        except (KeyError, ValueError) as err:
+            raise InputError(f"{self.path}: model files disagree ({err})") from err
+        try:
+            return Observations(
+                keep=stacked["keep"],
+                labels=shared.get("labels"),
+                logits=stacked.get("logits"),
+                stats=stacked.get("stats"),
+                population=shared.get("population"),
+                metadata=self._manifest["metadata"],
+            )
+        except InputError as err:
+            raise InputError(f"{self.path}: {err}") from err
+
+
+_EXPERIMENT = re.compile(r"^experiment-")
+
+
+def _lira_logits(path: Path) -> np.ndarray:
+    """Return float[records, queries, classes] from one reference logits file."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise InputError(f"{path}: not a readable .npy without pickle ({err})") from err
+    if arr.ndim == 3:
+        return arr
+    if arr.ndim == 4 and arr.shape[1] == 1:  # [n, 1, q, c]: what inference.py writes
+        return arr[:, 0]
+    if arr.ndim == 4 and arr.shape[2] == 1:  # [n, q, 1, c]
+        return arr[:, :, 0]
+    raise InputError(
+        f"{path}: logits shape {arr.shape}; expected [records, queries, classes], "
+        "[records, 1, queries, classes] or [records, queries, 1, classes]"
+    )
+
+
+def import_lira_layout(root: str | os.PathLike, labels: np.ndarray | None = None) -> Observations:
+    """Read the LiRA reference layout (Carlini et al. 2022, tensorflow/privacy mi_lira_2021).
+
+    Each ``root/experiment-*`` directory (sorted by name) is one model: its
+    ``keep.npy`` (bool[records]) and the last (by sorted name, i.e. latest epoch) file of
+    ``logits/*.npy``. Labels are given separately (int[records]); if None,
+    ``root/y_train.npy`` is read, as the reference ``score.py`` does.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"{root}: not a directory")
+    experiments = sorted(p for p in root.iterdir() if p.is_dir() and _EXPERIMENT.match(p.name))
+    if not experiments:
+        raise InputError(f"{root}: no experiment-* directories")
+    if labels is None:
+        if not (root / "y_train.npy").exists():
+            raise InputError(f"{root}: labels not given and no y_train.npy")
+        labels = np.load(root / "y_train.npy", allow_pickle=False)
+    keeps, logits = [], []
+    for exp in experiments:
+        if not (exp / "keep.npy").exists():
+            raise InputError(f"{exp}: missing keep.npy")
+        keeps.append(_as_keep(f"{exp}/keep.npy", np.load(exp / "keep.npy", allow_pickle=False), 1))
+        files = sorted((exp / "logits").glob("*.npy")) if (exp / "logits").is_dir() else []
+        if not files:
+            raise InputError(f"{exp}: no logits/*.npy")
+        logits.append(_lira_logits(files[-1]))
+    shapes = {a.shape for a in logits}
+    if len(shapes) != 1:
+        raise InputError(f"{root}: logits shapes differ between experiments: {sorted(shapes)}")
+    n = logits[0].shape[0]
+    if any(k.shape[0] != n for k in keeps):
+        raise InputError(f"{root}: keep.npy lengths {[k.shape[0] for k in keeps]} != {n} logits records")
+    labels = np.asarray(labels)
+    if labels.ndim == 1 and labels.shape[0] > n:  # the reference truncates y_train to COUNT
+        labels = labels[:n]
+    return Observations(keep=np.stack(keeps), labels=labels, logits=np.stack(logits))
+
+
+def export_lira_layout(observations: Observations, root: str | os.PathLike, *, epoch: int = 0) -> None:
+    """Write ``observations`` in the LiRA reference layout under ``root``.
+
+    Writes ``root/experiment-XXXX/keep.npy``, ``root/experiment-XXXX/logits/<epoch>.npy``
+    (float[records, 1, queries, classes], as the reference ``inference.py`` does) and
+    ``root/y_train.npy``. Each file is written atomically.
+    """
+    if observations.logits is None:
+        raise InputError("export_lira_layout: observations hold no logits")
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    with atomic_open(root / "y_train.npy", "wb") as handle:
+        np.save(handle, observations.labels)
+    for m in range(observations.n_models):
+        exp = root / f"experiment-{m:04d}"
+        (exp / "logits").mkdir(parents=True, exist_ok=True)
+        with atomic_open(exp / "keep.npy", "wb") as handle:
+            np.save(handle, observations.keep[m])
+        with atomic_open(exp / "logits" / f"{epoch:010d}.npy", "wb") as handle:
+            np.save(handle, observations.logits[m][:, None, :, :])
+
+
+def synthetic_observations(
+    rng: np.random.Generator,
+    *,
+    n_models: int = 16,
+    n_records: int = 500,
+    n_queries: int = 2,
+    n_classes: int = 10,
+    n_population: int = 0,
+    hardness_sd: float = 3.0,
+    signal: float = 1.0,
+    vulnerable_fraction: float = 0.2,
+    model_noise: float = 0.5,
+    query_noise: float = 0.2,
+) -> Observations:
+    """Seeded synthetic observations from a parametric member/non-member model.
+
+    Record ``i`` has a label, a hardness ``h_i ~ N(2, hardness_sd)`` and a membership
+    effect ``d_i``: ``signal * 4`` for a random ``vulnerable_fraction`` of records
+    (outliers that models memorise), ``signal * 0.25`` for the rest. For model ``m`` and
+    query ``q`` the true-class logit is
+    ``h_i + d_i * keep[m, i] + model_noise * e_mi + query_noise * e_miq`` and the other
+    classes' logits are standard normal. Because ``h_i`` varies much more across records
+    than ``d_i`` moves a record, a global threshold (LOSS) mixes easy non-members with
+    hard members, whereas per-record calibration (LiRA) separates the vulnerable ones:
+    the shape of the low-FPR gap reported by Carlini et al. (2022), Fig. 4.
+
+    Membership of the ``n_records`` audited records is LiRA-balanced (each record IN
+    for exactly ``n_models // 2`` models); ``n_population`` extra records are OUT for
+    every model and marked as the population.
+
+    Returns Observations with ``logits: float32[models, records + population, queries, classes]``.
+    """
+    if n_models < 2 or n_records < 1 or n_queries < 1 or n_classes < 2 or n_population < 0:
+        raise InputError(
+            "synthetic_observations: need n_models >= 2, n_records >= 1, n_queries >= 1, "
+            f"n_classes >= 2, n_population >= 0; got {n_models}, {n_records}, {n_queries}, "
+            f"{n_classes}, {n_population}"
+        )
+    total = n_records + n_population
+    keep = np.zeros((n_models, total), dtype=bool)
+    half = n_models // 2
+    for i in range(n_records):
+        keep[rng.permutation(n_models)[:half], i] = True
+    labels = rng.integers(0, n_classes, size=total)
+    hardness = rng.normal(2.0, hardness_sd, size=total)
+    vulnerable = rng.random(total) < vulnerable_fraction
+    effect = np.where(vulnerable, 4.0 * signal, 0.25 * signal)
+    true_logit = (
+        hardness[None, :, None]
+        + effect[None, :, None] * keep[:, :, None]
+        + model_noise * rng.standard_normal((n_models, total, 1))
+        + query_noise * rng.standard_normal((n_models, total, n_queries))
+    )
+    logits = rng.standard_normal((n_models, total, n_queries, n_classes))
+    logits[np.arange(n_models)[:, None, None], np.arange(total)[None, :, None],
+           np.arange(n_queries)[None, None, :], labels[None, :, None]] = true_logit
+    population = np.zeros(total, dtype=bool)
+    population[n_records:] = True
+    return Observations(
+        keep=keep,
+        labels=labels,
+        logits=logits.astype(np.float32),
+        population=population if n_population else None,
+        metadata={"dataset": "synthetic", "trainer": "parametric", "n_population": n_population},
+    )
