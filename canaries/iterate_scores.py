@@ -1,0 +1,88 @@
+"""Scores for a Dirac gradient canary from its per-step readings (white-box, all iterates).
+
+At step t of DP-SGD the canary's coordinate of the noisy summed gradient (before any
+division by the batch size) reads
+
+    x_t = b_t * C + N(0, sigma^2 C^2),   b_t ~ Bernoulli(q) if the canary is included,
+                                          b_t = 0           if it is not,
+
+where C is the clipping norm, sigma the noise multiplier and q the Poisson sampling rate
+(the canary is sampled like every real record). Readings are independent across steps.
+
+* :func:`all_iterates`: ``sum_t x_t`` (Nasr et al. 2023, "Tight auditing of differentially
+  private machine learning", the all-iterates white-box statistic).
+* :func:`likelihood_ratio`: the log-likelihood ratio of "included" against "not included".
+  Per step the density under "included" is the mixture q N(C, s^2) + (1 - q) N(0, s^2)
+  with s = sigma C, and under "not included" N(0, s^2), so the ratio is
+
+      (1 - q) + q exp(-(x - C)^2 / (2 s^2) + x^2 / (2 s^2))
+    = (1 - q) + q exp((2 x C - C^2) / (2 sigma^2 C^2)),
+
+  and by independence the statistic is
+
+      LLR = sum_t log(1 - q + q exp((2 x_t C - C^2) / (2 sigma^2 C^2))),
+
+  computed as ``logaddexp(log(1 - q), log(q) + (2 x_t C - C^2) / (2 sigma^2 C^2))`` so
+  large readings do not overflow. By the Neyman-Pearson lemma it is the most powerful
+  score for telling the two hypotheses apart from the readings.
+
+Scores are "higher means more likely a member" (included).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from audit.errors import InputError
+
+
+def _check_readings(readings) -> np.ndarray:
+    readings = np.asarray(readings, dtype=np.float64)
+    if readings.ndim != 2:
+        raise InputError(f"readings with shape {readings.shape}: expected float[steps, canaries]")
+    if np.isnan(readings).any():
+        raise InputError("readings contain NaN: expected finite numbers")
+    return readings
+
+
+def all_iterates(readings) -> np.ndarray:
+    """Sum of the canary's readings over all steps (Nasr et al. 2023).
+
+    Args:
+      readings: float[steps, canaries].
+
+    Returns:
+      float[canaries].
+    """
+    return _check_readings(readings).sum(axis=0)
+
+
+def likelihood_ratio(readings, *, sample_rate: float, noise_multiplier: float, max_grad_norm: float) -> np.ndarray:
+    """Log-likelihood ratio of "included with per-step rate q" against "never present".
+
+    Args:
+      readings: float[steps, canaries], on the unnormalised scale (sum of clipped
+        gradients plus noise, before division by the batch size).
+      sample_rate: q in (0, 1].
+      noise_multiplier: sigma >= 0. At sigma = 0 the per-step term is its limit:
+        +inf if x_t > C/2, log(1 - q) if x_t < C/2, 0 at x_t = C/2.
+      max_grad_norm: C > 0.
+
+    Returns:
+      float[canaries]: ``sum_t log(1 - q + q exp((2 x_t C - C^2) / (2 sigma^2 C^2)))``.
+    """
+    x = _check_readings(readings)
+    q, sigma, c = float(sample_rate), float(noise_multiplier), float(max_grad_norm)
+    if not 0.0 < q <= 1.0:
+        raise InputError(f"sample_rate={sample_rate!r}: expected a probability in (0, 1]")
+    if not sigma >= 0.0 or not np.isfinite(sigma):
+        raise InputError(f"noise_multiplier={noise_multiplier!r}: expected a finite number >= 0")
+    if not c > 0.0 or not np.isfinite(c):
+        raise InputError(f"max_grad_norm={max_grad_norm!r}: expected a finite number > 0")
+    log_absent = np.log1p(-q) if q < 1.0 else -np.inf
+    if sigma == 0.0:
+        per_step = np.where(x > c / 2, np.inf, np.where(x < c / 2, log_absent, 0.0))
+    else:
+        exponent = (2.0 * x * c - c * c) / (2.0 * sigma * sigma * c * c)
+        per_step = np.logaddexp(log_absent, np.log(q) + exponent)
+    return per_step.sum(axis=0)

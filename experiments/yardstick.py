@@ -1,0 +1,222 @@
+"""The yardstick: a one-run audit of the idealised DP-SGD mechanism itself.
+
+What the best white-box one-run audit can show about DP-SGD, with no model in the way:
+m Dirac gradient canaries (Steinke, Nasr & Jagielski 2023, Section 7; Nasr et al. 2023),
+each included independently with probability 1/2. At each of T steps an included canary
+is present with probability q (Poisson sampling, like every real record), and its
+coordinate of the noisy summed gradient reads
+
+    x_t = b_t * C + N(0, sigma^2 C^2)       (b_t = 0 always for a non-included canary).
+
+Each canary is scored by the log-likelihood ratio of its T readings
+(:func:`canaries.iterate_scores.likelihood_ratio`) and, as a second score, by the plain
+sum of its readings (:func:`canaries.iterate_scores.all_iterates`). The one-run epsilon
+lower bound (Steinke, Nasr & Jagielski 2023, Theorem 5.2, with the valid search over
+guess counts of :func:`audit.stats.one_run.epsilon_one_run_from_scores`) is computed for
+each score. sigma is chosen so that Opacus' PRV accountant gives the claimed epsilon for
+(q, T, delta).
+
+``python -m experiments.yardstick [--quick] [--seeds N]``: the full run writes
+``experiments/results/yardstick.md``; ``--quick`` prints a two-epsilon table only.
+The simulation core, :func:`simulate`, is importable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from audit.atomic import atomic_open
+from audit.errors import InputError
+from canaries.iterate_scores import all_iterates, likelihood_ratio
+
+RESULTS = Path(__file__).resolve().parent / "results" / "yardstick.md"
+
+
+@dataclasses.dataclass(frozen=True)
+class YardstickRun:
+    """One simulated one-run audit.
+
+    Attributes:
+      members: bool[canaries]; which canaries were included (Bernoulli(1/2)).
+      llr: float[canaries]; log-likelihood ratio of the T readings (higher = member).
+      total: float[canaries]; sum of the T readings (the all-iterates statistic).
+    """
+
+    members: np.ndarray
+    llr: np.ndarray
+    total: np.ndarray
+
+
+def simulate(
+    *,
+    n_canaries: int,
+    steps: int,
+    sample_rate: float,
+    noise_multiplier: float,
+    rng: np.random.Generator,
+    max_grad_norm: float = 1.0,
+) -> YardstickRun:
+    """Simulate m Dirac canaries through T steps of the Gaussian mechanism of DP-SGD.
+
+    Vectorised over canaries and steps (memory: 8 * steps * canaries bytes for the readings).
+
+    Args:
+      n_canaries: m >= 1.
+      steps: T >= 1.
+      sample_rate: q in (0, 1], per-step presence probability of an included canary.
+      noise_multiplier: sigma > 0 (the noise std is sigma * C).
+      rng: source of all randomness.
+      max_grad_norm: C > 0.
+    """
+    for name, value in (("n_canaries", n_canaries), ("steps", steps)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise InputError(f"{name}={value!r}: expected an integer >= 1")
+    if not isinstance(rng, np.random.Generator):
+        raise InputError(f"rng={rng!r}: expected a numpy.random.Generator")
+    if not 0.0 < sample_rate <= 1.0:
+        raise InputError(f"sample_rate={sample_rate!r}: expected a probability in (0, 1]")
+    if not noise_multiplier > 0.0:
+        raise InputError(f"noise_multiplier={noise_multiplier!r}: expected a number > 0")
+    members = rng.random(n_canaries) < 0.5
+    present = (rng.random((steps, n_canaries)) < sample_rate) & members[None, :]
+    readings = present * max_grad_norm + rng.normal(0.0, noise_multiplier * max_grad_norm, (steps, n_canaries))
+    llr = likelihood_ratio(readings, sample_rate=sample_rate, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm)
+    return YardstickRun(members=members, llr=llr, total=all_iterates(readings))
+
+
+def noise_for_epsilon(epsilon: float, *, delta: float, sample_rate: float, steps: int) -> float:
+    """sigma such that Opacus' PRV accountant gives ``epsilon`` for (q, T, delta)."""
+    from opacus.accountants.utils import get_noise_multiplier
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # RDP "optimal order" notes from the search
+        return float(
+            get_noise_multiplier(
+                target_epsilon=epsilon, target_delta=delta, sample_rate=sample_rate, steps=steps, accountant="prv"
+            )
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class YardstickRow:
+    """Bounds over seeds for one claimed epsilon: float[seeds] each."""
+
+    claimed_epsilon: float
+    noise_multiplier: float
+    llr_bounds: np.ndarray
+    sum_bounds: np.ndarray
+
+
+def run(
+    epsilons,
+    *,
+    seeds: int,
+    n_canaries: int = 1000,
+    steps: int = 1000,
+    sample_rate: float = 0.01,
+    delta: float = 1e-5,
+    confidence: float = 0.95,
+    progress=None,
+) -> list[YardstickRow]:
+    """One-run bounds for each claimed epsilon, over seeds 0..seeds-1."""
+    from audit.stats.one_run import epsilon_one_run_from_scores
+
+    rows = []
+    for eps in epsilons:
+        sigma = noise_for_epsilon(eps, delta=delta, sample_rate=sample_rate, steps=steps)
+        llr_b, sum_b = [], []
+        for seed in range(seeds):
+            sim = simulate(
+                n_canaries=n_canaries,
+                steps=steps,
+                sample_rate=sample_rate,
+                noise_multiplier=sigma,
+                rng=np.random.default_rng([seed, int(round(eps * 1000))]),
+            )
+            llr_b.append(epsilon_one_run_from_scores(sim.llr, sim.members, delta=delta, confidence=confidence).value)
+            sum_b.append(epsilon_one_run_from_scores(sim.total, sim.members, delta=delta, confidence=confidence).value)
+        rows.append(YardstickRow(eps, sigma, np.array(llr_b), np.array(sum_b)))
+        if progress is not None:
+            progress(rows[-1])
+    return rows
+
+
+def _cell(values: np.ndarray) -> str:
+    return f"{values.mean():.2f} ({values.min():.2f} to {values.max():.2f})"
+
+
+def format_table(rows: list[YardstickRow]) -> str:
+    lines = [
+        "| claimed ε | σ (PRV) | one-run bound, LLR score: mean (min to max) | one-run bound, sum score: mean (min to max) |",
+        "|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row.claimed_epsilon:g} | {row.noise_multiplier:.4f} | {_cell(row.llr_bounds)} | {_cell(row.sum_bounds)} |"
+        )
+    return "\n".join(lines)
+
+
+def _report(rows, *, seeds, n_canaries, steps, sample_rate, delta, confidence, seconds) -> str:
+    return f"""# Yardstick: one-run audit of the idealised DP-SGD mechanism
+
+Simulation of m = {n_canaries} Dirac gradient canaries, each included with probability 1/2; at each of
+T = {steps} steps an included canary is present with probability q = {sample_rate} and its coordinate reads
+`presence * C + N(0, σ² C²)` (non-included canaries read pure noise). σ is the noise multiplier for
+which Opacus' PRV accountant gives the claimed ε at δ = {delta:g}. Bounds are the one-run lower bound of
+Steinke, Nasr & Jagielski 2023 (Theorem 5.2) at confidence {confidence}, with the Bonferroni-corrected
+search over guess counts of `audit.stats.one_run.epsilon_one_run_from_scores` (default `GuessSearch`).
+Scores: the log-likelihood ratio of the T readings (`canaries.iterate_scores.likelihood_ratio`) and
+the plain sum of readings (`canaries.iterate_scores.all_iterates`). {seeds} seeds per row
+(seed s uses `np.random.default_rng([s, round(1000 ε)])`).
+
+{format_table(rows)}
+
+For comparison, the reference figures quoted in the issue for a simulation of this kind (m = 1000,
+δ = 1e-5, q = 0.01, T = 1000, 5 seeds; the issue does not say which guess-count rule it used) were
+0.9 (0.5 to 1.5) at ε = 4, 1.6 (1.1 to 2.2) at ε = 8 and 2.6 at ε = 16 with the likelihood-ratio
+score, and 0.36 at ε = 8 with the plain sum. Our bound pays for a valid search over
+guess counts, so it may be slightly lower. The gap between the bound and the claimed ε is the price of
+one run with m = {n_canaries} canaries, not slack in DP-SGD: these canaries are the worst case.
+
+Reproduce: `python -m experiments.yardstick --seeds {seeds}` ({seconds:.0f} s on one CPU core).
+"""
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.yardstick", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="two claimed epsilons, two seeds; prints only")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per claimed epsilon (default 5; 2 with --quick)")
+    args = parser.parse_args(argv)
+    seeds = args.seeds if args.seeds is not None else (2 if args.quick else 5)
+    if seeds < 1:
+        print(f"--seeds={seeds}: expected at least 1", file=sys.stderr)
+        return 2
+    epsilons = (4.0, 8.0) if args.quick else (1.0, 2.0, 4.0, 8.0, 16.0)
+    settings = dict(n_canaries=1000, steps=1000, sample_rate=0.01, delta=1e-5, confidence=0.95)
+    start = time.perf_counter()
+    rows = run(
+        epsilons,
+        seeds=seeds,
+        **settings,
+        progress=lambda r: print(f"eps={r.claimed_epsilon:g}: LLR {_cell(r.llr_bounds)}, sum {_cell(r.sum_bounds)}", flush=True),
+    )
+    seconds = time.perf_counter() - start
+    print(format_table(rows))
+    if not args.quick:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_open(RESULTS, "w", encoding="utf-8") as handle:
+            handle.write(_report(rows, seeds=seeds, seconds=seconds, **settings))
+        print(f"wrote {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
