@@ -1,0 +1,99 @@
+"""Per-sample norms and clipped sums against materialised per-sample gradients
+(torch.func), and the stacked MLP against nn.Sequential."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from audit.errors import InputError
+from trainers.fast import MLPShape, StackedMLP, per_sample_sq_norms, weighted_grad_sum
+from trainers.fast.trainer import _forward_backward
+
+torch.set_num_threads(1)
+
+
+def _naive_per_sample_grads(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Materialised per-sample gradients ``float[B, n_params]`` of the unreduced CE."""
+    params = {k: v.detach() for k, v in module.named_parameters()}
+
+    def loss(p, xi, yi):
+        return nn.functional.cross_entropy(functional_call(module, p, (xi[None],)), yi[None])
+
+    per = vmap(grad(loss), in_dims=(None, 0, 0))(params, x, y)
+    return torch.cat([per[k].reshape(x.shape[0], -1) for k in params], dim=1)
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    widths=st.lists(st.integers(1, 7), min_size=2, max_size=4),
+    n_models=st.integers(1, 3),
+    batch=st.integers(1, 6),
+    seed=st.integers(0, 2**31),
+)
+def test_norms_and_weighted_sums_equal_materialised_gradients(widths, n_models, batch, seed):
+    shape = MLPShape(tuple(widths))
+    g = torch.Generator().manual_seed(seed)
+    model = StackedMLP.init(shape, [torch.Generator().manual_seed(seed + k) for k in range(n_models)], dtype=torch.float64)
+    x = torch.randn(n_models, batch, widths[0], generator=g, dtype=torch.float64)
+    y = torch.randint(0, widths[-1], (n_models, batch), generator=g)
+    mask = torch.ones(n_models, batch, dtype=torch.bool)
+    inputs, grads, _ = _forward_backward(model, x, y, mask)
+    sq = per_sample_sq_norms(inputs, grads)
+    c = torch.rand(n_models, batch, generator=g, dtype=torch.float64)
+    gw, gb = weighted_grad_sum(inputs, grads, c)
+    got = torch.cat([t for w, b in zip(gw, gb) for t in (w.reshape(n_models, -1), b)], dim=1)
+    for k in range(n_models):
+        per = _naive_per_sample_grads(model.to_module(k), x[k], y[k])
+        torch.testing.assert_close(sq[k], per.square().sum(1), rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(got[k], (c[k, :, None] * per).sum(0), rtol=1e-10, atol=1e-12)
+
+
+def test_stacked_forward_equals_sequential():
+    shape = MLPShape((5, 4, 3, 2))
+    model = StackedMLP.init(shape, [torch.Generator().manual_seed(k) for k in range(3)])
+    x = torch.randn(6, 5, generator=torch.Generator().manual_seed(9))
+    logits = model.logits(x, chunk=4)
+    for k in range(3):
+        torch.testing.assert_close(logits[k], model.to_module(k)(x))
+    assert torch.equal(StackedMLP.from_modules(shape, [model.to_module(k) for k in range(3)]).flat(), model.flat())
+    assert torch.equal(model.flat()[1], nn.utils.parameters_to_vector(model.to_module(1).parameters()))
+
+
+def test_init_is_nn_linear_init_per_model_generator():
+    """``nn.Linear`` init = kaiming_uniform(a=sqrt 5) for W, U(+-1/sqrt(in)) for b."""
+    shape = MLPShape((7, 5, 3))
+    model = StackedMLP.init(shape, [torch.Generator().manual_seed(s) for s in (1, 2)])
+    g = torch.Generator().manual_seed(2)
+    for l, (o, i) in enumerate(shape.layer_shapes):
+        w = torch.empty(o, i)
+        nn.init.kaiming_uniform_(w, a=math.sqrt(5), generator=g)
+        b = torch.empty(o).uniform_(-1 / math.sqrt(i), 1 / math.sqrt(i), generator=g)
+        torch.testing.assert_close(model.weights[l][1], w)
+        torch.testing.assert_close(model.biases[l][1], b)
+
+
+def test_flat_offsets_and_flops():
+    shape = MLPShape((600, 256, 100))
+    assert shape.n_params == 600 * 256 + 256 + 256 * 100 + 100
+    assert shape.flat_offsets() == [(0, 153600), (153856, 153856 + 25600)]
+    # forward 2*(600*256+256*100), backward input grads 2*256*100, weight grads as forward
+    assert shape.matmul_flops_per_example() == 2 * (2 * (153600 + 25600) + 25600)
+
+
+@pytest.mark.parametrize("widths", [(3,), (3, 0), (2, 2.5), ()])
+def test_bad_widths_are_rejected(widths):
+    with pytest.raises(InputError, match="widths"):
+        MLPShape(widths)
+
+
+def test_bad_stacked_shapes_are_rejected():
+    shape = MLPShape((3, 2))
+    with pytest.raises(InputError, match="expected"):
+        StackedMLP(shape, [torch.zeros(1, 3, 2)], [torch.zeros(1, 2)])

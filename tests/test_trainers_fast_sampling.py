@@ -1,0 +1,99 @@
+"""Poisson sampling: rate (statistical, stated failure probability), independence of
+model streams, and equality with Opacus' sampler."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from opacus.utils.uniform_sampler import UniformWithReplacementSampler
+from scipy import stats
+
+from audit.errors import InputError
+from trainers.fast import Subsets, poisson_batch
+
+torch.set_num_threads(1)
+
+ALPHA = 1e-6
+"""Each statistical test below fails a correct sampler with probability at most ALPHA."""
+
+
+def test_subsets_from_keep():
+    keep = torch.tensor([[True, False, True, True], [False, True, False, False]])
+    s = Subsets.from_keep(keep)
+    assert s.counts.tolist() == [3, 1]
+    assert s.members[0].tolist() == [0, 2, 3]
+    assert s.members[1, :1].tolist() == [1]
+    torch.testing.assert_close(s.sample_rates(1), torch.tensor([1 / 3, 1.0], dtype=torch.float64))
+    with pytest.raises(InputError, match="expected_batch_size=2"):
+        s.sample_rates(2)
+    with pytest.raises(InputError, match="keep"):
+        Subsets.from_keep(keep.int())
+
+
+def test_inclusion_rate_and_batch_sizes():
+    g = torch.Generator().manual_seed(0)
+    keep = torch.rand(2, 300, generator=g) < 0.5
+    keep[1] = ~keep[0]
+    subsets = Subsets.from_keep(keep)
+    rates = subsets.sample_rates(15)
+    gens = [torch.Generator().manual_seed(s) for s in (1, 2)]
+    steps = 3000
+    counts = torch.zeros(2, 300, dtype=torch.long)
+    sizes = []
+    for _ in range(steps):
+        b = poisson_batch(subsets, rates, gens)
+        counts[0].index_add_(0, b.index[0][b.mask[0]], torch.ones(int(b.sizes[0]), dtype=torch.long))
+        counts[1].index_add_(0, b.index[1][b.mask[1]], torch.ones(int(b.sizes[1]), dtype=torch.long))
+        sizes.append(b.sizes)
+        assert (b.index[b.mask].unique(return_counts=True)[1] <= 2).all()
+    assert (counts[~keep] == 0).all(), "a record outside a model's subset was sampled"
+    sizes = torch.stack(sizes)
+    for k in range(2):
+        m, q = int(subsets.counts[k]), float(rates[k])
+        # total inclusions ~ Binomial(steps * m, q)
+        assert stats.binomtest(int(counts[k].sum()), steps * m, q).pvalue > ALPHA
+        # each record ~ Binomial(steps, q): Bonferroni over records
+        per = counts[k][keep[k]].numpy()
+        p = np.minimum(1, 2 * np.minimum(stats.binom.cdf(per, steps, q), stats.binom.sf(per - 1, steps, q)))
+        assert p.min() > ALPHA / m
+        # batch sizes ~ Binomial(m, q): chi-square goodness of fit on binned sizes
+        observed = np.bincount(sizes[:, k].numpy(), minlength=m + 1)
+        lo, hi = int(stats.binom.ppf(0.01, m, q)), int(stats.binom.ppf(0.99, m, q))
+        obs = np.r_[observed[:lo].sum(), observed[lo : hi + 1], observed[hi + 1 :].sum()]
+        exp = steps * np.r_[stats.binom.cdf(lo - 1, m, q), stats.binom.pmf(np.arange(lo, hi + 1), m, q), stats.binom.sf(hi, m, q)]
+        assert stats.chisquare(obs, exp).pvalue > ALPHA
+    # models' draws are independent: correlation of batch sizes near 0
+    r = np.corrcoef(sizes[:, 0].numpy(), sizes[:, 1].numpy())[0, 1]
+    assert abs(r) < stats.norm.isf(ALPHA / 2) / np.sqrt(steps)
+
+
+def test_sampler_is_a_wrong_rate_detector():
+    """The rate test above rejects a sampler with rate 1.1 q (guards the test's power)."""
+    m, q, steps = 150, 0.1, 3000
+    g = torch.Generator().manual_seed(3)
+    total = int(sum((torch.rand(m, generator=g) < 1.1 * q).sum() for _ in range(steps)))
+    assert stats.binomtest(total, steps * m, q).pvalue < ALPHA
+
+
+def test_same_draws_as_opacus_sampler():
+    keep = torch.zeros(1, 50, dtype=torch.bool)
+    keep[0, ::2] = True
+    subsets = Subsets.from_keep(keep)
+    rates = subsets.sample_rates(5)
+    g = torch.Generator().manual_seed(4)
+    ours = []
+    for _ in range(4):
+        b = poisson_batch(subsets, rates, [g])
+        ours.append(b.index[0][b.mask[0]].tolist())
+    sampler = UniformWithReplacementSampler(
+        num_samples=25, sample_rate=float(rates[0]), generator=torch.Generator().manual_seed(4), steps=4
+    )
+    theirs = [[2 * i for i in batch] for batch in sampler]
+    assert ours == theirs
+
+
+def test_empty_batches_are_padded_to_one_masked_row():
+    subsets = Subsets.from_keep(torch.ones(2, 5, dtype=torch.bool))
+    b = poisson_batch(subsets, torch.zeros(2, dtype=torch.float64), [torch.Generator(), torch.Generator()])
+    assert b.index.shape == (2, 1) and not b.mask.any()
