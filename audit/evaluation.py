@@ -1,0 +1,285 @@
+"""Leave-one-out evaluation of membership-inference attacks.
+
+With K models, each model in turn is the target and the other K-1 are its shadows
+(Carlini et al. 2022, Sec. V-A: "we train N models ... and evaluate each against the
+others"). The target's scores on its audited records (all records except the
+population / reference records) are pooled over targets into one ROC, as in the
+reference ``plot.py``. Reported: AUC and TPR at FPR 10%, 1%, 0.1%, 0.01% with
+Clopper-Pearson intervals on the TPR (convention: the largest TPR whose FPR does not
+exceed the target), and the ROC points for a log-log figure (:func:`plot_roc`).
+
+Shapes: ``scores: float64[targets, records]``, ``members: bool[targets, records]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from audit.attacks import get_attack
+from audit.errors import InputError
+from audit.observations import Observations
+
+DEFAULT_FPRS = (0.1, 0.01, 0.001, 0.0001)
+
+
+# --- ROC -----------------------------------------------------------------------------
+# Private minimal ROC, used because ``audit.stats.roc`` was not available when this module
+# was written; same conventions as its documented interface.
+
+
+def _roc_curve(scores: np.ndarray, members: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ROC of the rule "member iff score >= t" over every distinct score ``t``.
+
+    Returns ``fpr, tpr, thresholds`` (float64[points]), starting at (0, 0) with
+    threshold +inf and ending at (1, 1).
+    """
+    order = np.argsort(-scores, kind="stable")
+    s, m = scores[order], members[order]
+    last = np.r_[np.flatnonzero(np.diff(s) != 0), s.size - 1]  # last index of each tie group
+    tp = np.cumsum(m)[last]
+    fp = np.cumsum(~m)[last]
+    n_pos, n_neg = int(m.sum()), int((~m).sum())
+    fpr = np.r_[0.0, fp / n_neg]
+    tpr = np.r_[0.0, tp / n_pos]
+    return fpr, tpr, np.r_[np.inf, s[last]]
+
+
+def _auc(fpr: np.ndarray, tpr: np.ndarray) -> float:
+    """Trapezoidal area under the ROC (= Mann-Whitney U / (n_pos n_neg), ties as 1/2)."""
+    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
+
+
+@dataclass(frozen=True)
+class TprAtFpr:
+    """TPR at a target FPR with a two-sided Clopper-Pearson interval on the TPR.
+
+    ``tpr`` is the largest TPR among thresholds whose FPR <= ``fpr``; ``achieved_fpr``
+    and ``threshold`` are that operating point's; ``true_positives`` of ``members``.
+    """
+
+    fpr: float
+    tpr: float
+    tpr_low: float
+    tpr_high: float
+    achieved_fpr: float
+    threshold: float
+    true_positives: int
+    members: int
+    confidence: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "fpr": self.fpr,
+            "tpr": self.tpr,
+            "tpr_low": self.tpr_low,
+            "tpr_high": self.tpr_high,
+            "achieved_fpr": self.achieved_fpr,
+            "threshold": self.threshold if np.isfinite(self.threshold) else None,
+            "true_positives": self.true_positives,
+            "members": self.members,
+            "confidence": self.confidence,
+        }
+
+
+def _tpr_at(fpr: np.ndarray, tpr: np.ndarray, thresholds: np.ndarray, target: float,
+            n_pos: int, confidence: float) -> TprAtFpr:
+    from audit.stats.intervals import two_sided
+
+    ok = np.flatnonzero(fpr <= target + 1e-12)
+    best = ok[np.argmax(tpr[ok])]
+    tp = int(round(tpr[best] * n_pos))
+    low, high = two_sided(tp, n_pos, confidence)
+    return TprAtFpr(
+        fpr=float(target),
+        tpr=float(tpr[best]),
+        tpr_low=float(low),
+        tpr_high=float(high),
+        achieved_fpr=float(fpr[best]),
+        threshold=float(thresholds[best]),
+        true_positives=tp,
+        members=n_pos,
+        confidence=confidence,
+    )
+
+
+# --- leave-one-out -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class LeaveOneOutScores:
+    """Scores of one attack with each model in turn as the target.
+
+    Attributes:
+        method: attack name.
+        targets: int[targets], the model indices used as targets.
+        scores: float64[targets, records] (NaN allowed only on population records).
+        members: bool[targets, records], ``keep[targets]``.
+        audited: bool[records], records that enter the ROC (not population records).
+    """
+
+    method: str
+    targets: np.ndarray
+    scores: np.ndarray
+    members: np.ndarray
+    audited: np.ndarray
+
+    def pooled(self) -> tuple[np.ndarray, np.ndarray]:
+        """(scores float64[targets * audited], members bool[targets * audited])."""
+        return self.scores[:, self.audited].ravel(), self.members[:, self.audited].ravel()
+
+
+def _check_targets(observations: Observations, targets: Iterable[int] | None) -> np.ndarray:
+    k = observations.n_models
+    if targets is None:
+        return np.arange(k)
+    arr = np.asarray(list(targets))
+    if arr.size == 0 or arr.dtype.kind not in "iu" or arr.min() < 0 or arr.max() >= k:
+        raise InputError(f"targets: expected model indices in 0..{k - 1}, got {arr.tolist()}")
+    return arr
+
+
+def leave_one_out_scores(
+    observations: Observations,
+    method: str,
+    *,
+    targets: Iterable[int] | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> LeaveOneOutScores:
+    """Score every record with each model of ``targets`` (default: all) as the target."""
+    attack = get_attack(method, **dict(params or {}))
+    targets_arr = _check_targets(observations, targets)
+    scores = np.stack([np.asarray(attack.score(observations, int(t)), dtype=np.float64) for t in targets_arr])
+    audited = ~observations.population_mask
+    bad = ~np.isfinite(scores[:, audited])
+    if bad.any():
+        raise InputError(f"{method}: {int(bad.sum())} non-finite scores on audited records")
+    return LeaveOneOutScores(method, targets_arr, scores, observations.keep[targets_arr], audited)
+
+
+@dataclass(frozen=True, eq=False)
+class AttackEvaluation:
+    """Pooled leave-one-out ROC summary of one attack.
+
+    ``roc_fpr``, ``roc_tpr``: float64[points], the pooled ROC (for a log-log figure).
+    """
+
+    method: str
+    targets: tuple[int, ...]
+    members: int
+    non_members: int
+    auc: float
+    tpr_at_fpr: tuple[TprAtFpr, ...]
+    confidence: float
+    roc_fpr: np.ndarray
+    roc_tpr: np.ndarray
+
+    def to_dict(self, *, include_roc: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "method": self.method,
+            "targets": list(self.targets),
+            "members": self.members,
+            "non_members": self.non_members,
+            "auc": self.auc,
+            "confidence": self.confidence,
+            "tpr_at_fpr": [p.to_dict() for p in self.tpr_at_fpr],
+        }
+        if include_roc:
+            out["roc"] = {"fpr": self.roc_fpr.tolist(), "tpr": self.roc_tpr.tolist()}
+        return out
+
+
+def summarize_scores(
+    loo: LeaveOneOutScores,
+    *,
+    fprs: Sequence[float] = DEFAULT_FPRS,
+    confidence: float = 0.95,
+) -> AttackEvaluation:
+    """Pool the leave-one-out scores into one ROC; AUC and TPR at each of ``fprs``."""
+    if not 0.0 < confidence < 1.0:
+        raise InputError(f"confidence: expected a value in (0, 1), got {confidence}")
+    for f in fprs:
+        if not 0.0 < f < 1.0:
+            raise InputError(f"fprs: expected values in (0, 1), got {f}")
+    scores, members = loo.pooled()
+    n_pos, n_neg = int(members.sum()), int((~members).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise InputError(f"{loo.method}: need both members and non-members, got {n_pos} and {n_neg}")
+    fpr, tpr, thresholds = _roc_curve(scores, members)
+    points = tuple(_tpr_at(fpr, tpr, thresholds, f, n_pos, confidence) for f in fprs)
+    return AttackEvaluation(
+        method=loo.method,
+        targets=tuple(int(t) for t in loo.targets),
+        members=n_pos,
+        non_members=n_neg,
+        auc=_auc(fpr, tpr),
+        tpr_at_fpr=points,
+        confidence=confidence,
+        roc_fpr=fpr,
+        roc_tpr=tpr,
+    )
+
+
+def evaluate_attack(
+    observations: Observations,
+    method: str,
+    *,
+    targets: Iterable[int] | None = None,
+    params: Mapping[str, Any] | None = None,
+    fprs: Sequence[float] = DEFAULT_FPRS,
+    confidence: float = 0.95,
+) -> AttackEvaluation:
+    """Leave-one-out evaluation of ``method`` (see module docstring)."""
+    loo = leave_one_out_scores(observations, method, targets=targets, params=params)
+    return summarize_scores(loo, fprs=fprs, confidence=confidence)
+
+
+def evaluate_attacks(
+    observations: Observations,
+    methods: Sequence[str],
+    **kwargs: Any,
+) -> dict[str, AttackEvaluation]:
+    """:func:`evaluate_attack` for each of ``methods``, keyed by method name."""
+    return {m: evaluate_attack(observations, m, **kwargs) for m in methods}
+
+
+def log_log_roc_points(evaluation: AttackEvaluation) -> tuple[np.ndarray, np.ndarray]:
+    """The ROC points with FPR > 0 and TPR > 0 (the ones a log-log plot can show)."""
+    keep = (evaluation.roc_fpr > 0) & (evaluation.roc_tpr > 0)
+    return evaluation.roc_fpr[keep], evaluation.roc_tpr[keep]
+
+
+def plot_roc(evaluations: Mapping[str, AttackEvaluation] | Sequence[AttackEvaluation], path, *,
+             title: str | None = None) -> None:
+    """Write a log-log ROC figure (PNG, matplotlib Agg backend) of ``evaluations`` to ``path``.
+
+    Carlini et al. (2022), Sec. III-C: low-FPR performance is read off a log-log ROC.
+    The file is written atomically.
+    """
+    from matplotlib.figure import Figure  # a bare Figure renders with Agg; pyplot untouched
+
+    from audit.atomic import atomic_open
+
+    items = list(evaluations.values()) if isinstance(evaluations, Mapping) else list(evaluations)
+    fig = Figure(figsize=(4.5, 4.5))
+    ax = fig.add_subplot()
+    floor = 1.0
+    for ev in items:
+        x, y = log_log_roc_points(ev)
+        if x.size:
+            floor = min(floor, float(x.min()), float(y.min()))
+        ax.plot(x, y, label=f"{ev.method} (AUC {ev.auc:.3f})")
+    grid = np.logspace(np.log10(max(floor, 1e-6)), 0, 50)
+    ax.plot(grid, grid, "k:", linewidth=0.8, label="chance")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    with atomic_open(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=120)

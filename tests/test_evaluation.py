@@ -1,0 +1,114 @@
+"""Leave-one-out evaluation: ROC against naive references, pooling, LiRA vs LOSS, plotting."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from audit.attacks import score_records
+from audit.errors import InputError
+from audit.evaluation import (
+    _auc,
+    _roc_curve,
+    evaluate_attack,
+    evaluate_attacks,
+    leave_one_out_scores,
+    log_log_roc_points,
+    plot_roc,
+    summarize_scores,
+)
+from audit.observations import synthetic_observations
+
+
+def _naive_roc(scores, members):
+    pts = {(0.0, 0.0)}
+    for t in np.unique(scores):
+        pred = scores >= t
+        pts.add(((pred & ~members).sum() / (~members).sum(), (pred & members).sum() / members.sum()))
+    return sorted(pts)
+
+
+def test_roc_curve_and_auc_against_naive_references():
+    rng = np.random.default_rng(0)
+    scores = np.round(rng.normal(size=300), 1)  # many ties
+    members = rng.random(300) < 0.4
+    fpr, tpr, thr = _roc_curve(scores, members)
+    np.testing.assert_allclose(np.column_stack([fpr, tpr]), np.array(_naive_roc(scores, members)), atol=1e-12)
+    pos, neg = scores[members], scores[~members]
+    mann_whitney = ((pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])).mean()
+    assert _auc(fpr, tpr) == pytest.approx(mann_whitney, abs=1e-12)
+    assert np.all(np.diff(thr) < 0)
+
+
+def test_tpr_at_fpr_hand_computed():
+    # 10 non-members, 4 members. Thresholds from the top: 9 (member), 8 (non), 7, 6 (members), ...
+    scores = np.array([9, 8, 7, 6, 5, 4, 3, 2, 1, 0, -1, -2, -3, -4], float)
+    members = np.array([1, 0, 1, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0], bool)
+    from audit.evaluation import LeaveOneOutScores
+
+    loo = LeaveOneOutScores("hand", np.array([0]), scores[None], members[None], np.ones(14, bool))
+    ev = summarize_scores(loo, fprs=(0.05, 0.1, 0.5), confidence=0.9)
+    # FPR <= 5%: no false positive allowed -> threshold 9 -> TPR 1/4
+    # FPR <= 10%: one false positive -> threshold 6 -> TPR 3/4
+    # FPR <= 50%: five false positives -> down to threshold 1 -> TPR 4/4
+    assert [p.tpr for p in ev.tpr_at_fpr] == [0.25, 0.75, 1.0]
+    assert [p.achieved_fpr for p in ev.tpr_at_fpr] == [0.0, 0.1, 0.5]
+    assert [p.threshold for p in ev.tpr_at_fpr] == [9.0, 6.0, 1.0]
+    from scipy.stats import beta
+
+    low = beta.ppf(0.05, 1, 4)  # Clopper-Pearson, 1 of 4 at 90%
+    high = beta.ppf(0.95, 2, 3)
+    assert ev.tpr_at_fpr[0].tpr_low == pytest.approx(low)
+    assert ev.tpr_at_fpr[0].tpr_high == pytest.approx(high)
+    assert ev.auc == pytest.approx((10 + 9 + 9 + 5) / 40)
+
+
+def test_leave_one_out_pools_every_target_and_skips_population():
+    obs = synthetic_observations(np.random.default_rng(1), n_models=4, n_records=30, n_population=6)
+    loo = leave_one_out_scores(obs, "loss")
+    scores, members = loo.pooled()
+    want = np.concatenate([score_records("loss", obs, t)[:30] for t in range(4)])
+    np.testing.assert_array_equal(scores, want)
+    np.testing.assert_array_equal(members, obs.keep[:, :30].ravel())
+    ev = summarize_scores(loo)
+    assert ev.members == 60 and ev.non_members == 60  # balanced: 2 of 4 models per record
+    sub = evaluate_attack(obs, "loss", targets=[2])
+    assert sub.targets == (2,) and sub.members == int(obs.keep[2, :30].sum())
+    with pytest.raises(InputError, match="targets: expected model indices in 0..3"):
+        evaluate_attack(obs, "loss", targets=[4])
+
+
+def test_lira_beats_loss_at_low_fpr_on_synthetic():
+    obs = synthetic_observations(np.random.default_rng(0), n_models=16, n_records=500)
+    ev = evaluate_attacks(obs, ["loss", "lira-online", "lira-offline"], fprs=(0.01, 0.001))
+    loss, online, offline = ev["loss"], ev["lira-online"], ev["lira-offline"]
+    for lira in (online, offline):
+        assert lira.auc > loss.auc
+        at1 = lira.tpr_at_fpr[0]
+        assert at1.tpr_low > loss.tpr_at_fpr[0].tpr_high  # disjoint 95% intervals at 1% FPR
+        assert lira.tpr_at_fpr[1].tpr > 5 * max(loss.tpr_at_fpr[1].tpr, 1 / loss.members)
+
+
+def test_to_dict_is_json_and_plot_writes_png(tmp_path):
+    obs = synthetic_observations(np.random.default_rng(1), n_models=4, n_records=40)
+    ev = evaluate_attacks(obs, ["loss", "calibrated"])
+    blob = json.dumps({m: e.to_dict(include_roc=True) for m, e in ev.items()})
+    back = json.loads(blob)
+    assert back["loss"]["auc"] == ev["loss"].auc
+    assert [p["fpr"] for p in back["calibrated"]["tpr_at_fpr"]] == [0.1, 0.01, 0.001, 0.0001]
+    x, y = log_log_roc_points(ev["loss"])
+    assert (x > 0).all() and (y > 0).all()
+    plot_roc(ev, tmp_path / "roc.png", title="test")
+    assert (tmp_path / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_evaluation_parameters():
+    obs = synthetic_observations(np.random.default_rng(1), n_models=4, n_records=10)
+    with pytest.raises(InputError, match="fprs: expected values in"):
+        evaluate_attack(obs, "loss", fprs=(0.0,))
+    with pytest.raises(InputError, match="confidence: expected a value in"):
+        evaluate_attack(obs, "loss", confidence=1.0)
+    with pytest.raises(InputError, match="unknown attack method"):
+        evaluate_attack(obs, "nope")
