@@ -1,0 +1,62 @@
+"""``dpaudit attack``: score one target model's records with one attack.
+
+Writes ``float64[records]`` (higher = more likely a member) to ``--out`` as ``.npy``,
+atomically. Shadows are all models except ``--target`` (0-based).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from audit.errors import InputError
+
+
+def parse_params(items: tuple[str, ...]) -> dict:
+    """``("a=0.3", "classifier=\\"mlp\\"")`` -> ``{"a": 0.3, "classifier": "mlp"}``.
+
+    Values are JSON; a value that is not valid JSON is taken as a string.
+    """
+    params = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"--param: expected KEY=VALUE, got {item!r}")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return params
+
+
+@click.command("attack")
+@click.option("--method", required=True, help="Attack name (see `dpaudit evaluate --help`).")
+@click.option("--observations", "observations_path", required=True,
+              help="Observations .npz or run directory.")
+@click.option("--target", required=True, type=int, help="0-based index of the target model.")
+@click.option("--out", required=True, help="Output .npy: one float64 score per record.")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="Attack parameter, e.g. --param gamma=2 (repeatable).")
+def command(method: str, observations_path: str, target: int, out: str, params: tuple[str, ...]) -> int:
+    """Score the records of model TARGET with attack METHOD; write them to OUT."""
+    import numpy as np
+
+    from audit.atomic import atomic_open
+    from audit.attacks import get_attack
+    from audit.observations import load_observations
+
+    attack = get_attack(method, **parse_params(params))  # unknown method: fail before loading
+    out_path = Path(out)
+    if not out_path.parent.is_dir():
+        raise InputError(f"--out: directory {str(out_path.parent)!r} does not exist")
+    observations = load_observations(observations_path)
+    scores = np.asarray(attack.score(observations, target), dtype=np.float64)
+    with atomic_open(out_path, "wb") as handle:
+        np.save(handle, scores)
+    n_nan = int(np.isnan(scores).sum())
+    note = f" ({n_nan} NaN: population records the method cannot score)" if n_nan else ""
+    click.echo(f"{method}: wrote {scores.size} scores for target {target} of {observations.n_models} "
+               f"models to {out_path}{note}")
+    return 0
