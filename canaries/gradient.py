@@ -1,0 +1,444 @@
+"""White-box gradient canaries inserted into Opacus' DP-SGD.
+
+A gradient canary is a per-sample gradient chosen by the auditor, added to the batch as
+one more example (Steinke, Nasr & Jagielski 2023, Section 7; Nasr et al. 2023, "Tight
+auditing of differentially private machine learning", Section 3). An included canary
+is present at each step independently with the Poisson rate q of the real records; when
+present it is clipped over all of its coordinates and summed with the real examples,
+exactly as DP-SGD treats a record. Non-included canaries are never present but are
+observed the same way, so they are the one-run audit's non-members.
+
+Where the canaries live
+-----------------------
+A canary needs coordinates that no real per-sample gradient touches, so that its reading
+is its own contribution plus noise. The default is a dedicated *canary slot*
+(:class:`CanarySlots`): ``n_tensors`` zero-initialised parameters of size m (one
+coordinate per canary) registered on the model but never used in its forward pass, so
+every real per-sample gradient there is exactly zero (Opacus computes no per-sample
+gradient for them; the optimizer fills in zero rows). Coordinates inside a real
+parameter can be used instead (:meth:`GradientCanaries.dirac` with ``indices``), e.g.
+input-layer weights of an input feature that is always zero; the optimizer checks at
+every step that real per-sample gradients there are zero and raises
+:class:`~audit.errors.InputError` otherwise.
+
+Kinds
+-----
+* Dirac (:meth:`GradientCanaries.dirac`): canary i is ``norm * e_i`` on one coordinate.
+* Split (:meth:`GradientCanaries.split`): canary i is spread equally over coordinate i of
+  two or more parameter tensors, ``norm / sqrt(k)`` on each. Clipping the whole
+  per-sample gradient brings it to norm C; clipping each tensor separately to C lets
+  ``sqrt(k) * C`` through, which its reading shows.
+
+The inserted norm is ``norm_factor * C`` with ``norm_factor = 1000`` by default: correct
+clipping scales it to C (up to Opacus' ``1e-6`` stabiliser: ``C * 1000C / (1000C + 1e-6)``),
+so a correct optimizer is audited exactly as with a norm-C canary, while missing or
+broken clipping lets the large norm through.
+
+Observations
+------------
+At each (non-skipped) step the canary's reading is the projection of the noisy summed
+gradient (``p.grad`` right after ``add_noise``, before division by the batch size) on
+the canary's unit direction u_i:
+
+    x_t = b_t * C + N(0, sigma^2 C^2)          for a correct optimizer,
+
+from which :class:`GradientCanaryObservations` holds the all-iterates sum (Nasr et al.
+2023), the likelihood-ratio statistic over iterates
+(:func:`canaries.iterate_scores.likelihood_ratio`, its derivation is there), and the
+last-iterate statistic ``<theta_0 - theta_T, u_i>`` (final minus initial parameter value
+on the canary's coordinates, negated so that higher means member, since descent moves
+against the gradient).
+
+Why not ghost clipping
+----------------------
+Opacus' ghost clipping (``grad_sample_mode="ghost"``, ``DPOptimizerFastGradientClipping``)
+never materialises ``p.grad_sample``: per-sample norms come from activations and
+backpropagated gradients, and the clipped sum comes from a second backward pass of the
+reweighted loss. There is no per-sample row to add a canary to, so
+:func:`with_canaries` refuses those optimizers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+from opacus.optimizers import DPOptimizer
+from opacus.optimizers.optimizer_fast_gradient_clipping import DPOptimizerFastGradientClipping
+from torch import nn
+
+from audit.errors import InputError
+from canaries.iterate_scores import all_iterates, likelihood_ratio
+
+DEFAULT_NORM_FACTOR = 1000.0
+
+
+class CanarySlots(nn.Module):
+    """Dedicated canary coordinates: ``n_tensors`` parameters ``float[n_canaries]``, zero at start.
+
+    Register it on the model (``model.canary_slots = CanarySlots(m)``) before wrapping the
+    model with Opacus, so the slots are model parameters the optimizer updates. The
+    model's ``forward`` must not call it: then no real per-sample gradient touches the slots.
+    Opacus computes no per-sample gradient for the slots; the canary optimizer
+    (:func:`with_canaries`) fills in their zero rows, while a plain ``DPOptimizer`` would
+    raise "Per sample gradient is not initialized".
+    """
+
+    def __init__(self, n_canaries: int, n_tensors: int = 1, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        for name, value, low in (("n_canaries", n_canaries, 1), ("n_tensors", n_tensors, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise InputError(f"{name}={value!r}: expected an integer >= {low}")
+        self.n_canaries = n_canaries
+        self.slots = nn.ParameterList([nn.Parameter(torch.zeros(n_canaries, dtype=dtype)) for _ in range(n_tensors)])
+        for slot in self.slots:
+            slot.canary_slot = True  # the optimizer fills its (all-zero) real per-sample gradients
+
+    def forward(self, *args, **kwargs):
+        raise RuntimeError("CanarySlots must not be called in forward: real gradients would touch canary coordinates")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class CanaryCoordinates:
+    """The canaries' unit directions restricted to one parameter tensor.
+
+    Entry j puts weight ``weight[j]`` on flat coordinate ``index[j]`` of ``param`` for
+    canary ``canary[j]``.
+
+    Attributes:
+      param: the parameter tensor.
+      canary: int64[entries].
+      index: int64[entries].
+      weight: float64[entries].
+    """
+
+    param: nn.Parameter
+    canary: torch.Tensor
+    index: torch.Tensor
+    weight: torch.Tensor
+
+
+def _check_members(members, n_canaries: int) -> np.ndarray:
+    if members is None:
+        return np.ones(n_canaries, dtype=bool)
+    members = np.asarray(members)
+    if members.shape != (n_canaries,) or members.dtype != bool:
+        raise InputError(f"members with shape {members.shape} and dtype {members.dtype}: expected bool[{n_canaries}]")
+    return members.copy()
+
+
+def _check_rate(sample_rate) -> float:
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float)) or not 0.0 < sample_rate <= 1.0:
+        raise InputError(f"sample_rate={sample_rate!r}: expected a probability in (0, 1]")
+    return float(sample_rate)
+
+
+def _check_factor(norm_factor) -> float:
+    if isinstance(norm_factor, bool) or not isinstance(norm_factor, (int, float)) or not 0.0 < norm_factor < math.inf:
+        raise InputError(f"norm_factor={norm_factor!r}: expected a finite number > 0")
+    return float(norm_factor)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class GradientCanaries:
+    """m gradient canaries: their directions, which are included, their rate and norm.
+
+    Build with :meth:`dirac` or :meth:`split`.
+
+    Attributes:
+      coordinates: one :class:`CanaryCoordinates` per parameter tensor the canaries use;
+        canaries have disjoint supports and unit-norm directions.
+      members: bool[canaries]; which canaries are included (the design, e.g.
+        ``canaries.designs.one_run(1, m, rng)[0]``). Non-members are observed, never inserted.
+      sample_rate: q, the per-step presence probability of an included canary.
+      norm_factor: the inserted per-sample gradient norm is ``norm_factor * C``.
+      kind: "dirac" or "split".
+    """
+
+    coordinates: tuple[CanaryCoordinates, ...]
+    members: np.ndarray
+    sample_rate: float
+    norm_factor: float
+    kind: str
+
+    @property
+    def n_canaries(self) -> int:
+        return int(self.members.shape[0])
+
+    @classmethod
+    def dirac(
+        cls,
+        param: nn.Parameter,
+        *,
+        sample_rate: float,
+        members=None,
+        indices: Sequence[int] | None = None,
+        norm_factor: float = DEFAULT_NORM_FACTOR,
+    ) -> "GradientCanaries":
+        """Canary i is a Dirac gradient on flat coordinate ``indices[i]`` of ``param``.
+
+        Args:
+          param: a canary slot (``CanarySlots(m).slots[0]``) or a real parameter whose
+            ``indices`` no real gradient touches.
+          indices: int[canaries], distinct flat coordinates; default ``0..numel-1``
+            (one canary per coordinate of a slot).
+          members: bool[canaries]; default all included.
+        """
+        if not isinstance(param, torch.Tensor):
+            raise InputError(f"param={type(param).__name__}: expected a torch nn.Parameter")
+        if indices is None:
+            idx = torch.arange(param.numel())
+        else:
+            idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+        m = int(idx.numel())
+        coords = CanaryCoordinates(param, torch.arange(m), idx.reshape(-1), torch.ones(m, dtype=torch.float64))
+        return cls._build((coords,), m, members, sample_rate, norm_factor, "dirac")
+
+    @classmethod
+    def split(
+        cls,
+        params: Sequence[nn.Parameter],
+        *,
+        sample_rate: float,
+        members=None,
+        norm_factor: float = DEFAULT_NORM_FACTOR,
+    ) -> "GradientCanaries":
+        """Canary i spread equally over coordinate i of each of the k >= 2 tensors (weight 1/sqrt(k) each).
+
+        Args:
+          params: k >= 2 parameter tensors with the same number of elements m (e.g.
+            ``CanarySlots(m, n_tensors=2).slots``); one canary per coordinate.
+        """
+        params = list(params)
+        if len(params) < 2:
+            raise InputError(f"{len(params)} parameter tensors: expected at least 2 to split a canary over")
+        sizes = {p.numel() for p in params}
+        if len(sizes) != 1:
+            raise InputError(f"parameter sizes {sorted(sizes)}: expected tensors with the same number of elements")
+        m = sizes.pop()
+        w = torch.full((m,), 1.0 / math.sqrt(len(params)), dtype=torch.float64)
+        coords = tuple(CanaryCoordinates(p, torch.arange(m), torch.arange(m), w) for p in params)
+        return cls._build(coords, m, members, sample_rate, norm_factor, "split")
+
+    @classmethod
+    def _build(cls, coords, m, members, sample_rate, norm_factor, kind) -> "GradientCanaries":
+        if m < 1:
+            raise InputError("no canary coordinates: expected at least one canary")
+        seen = {}
+        norms = torch.zeros(m, dtype=torch.float64)
+        for c in coords:
+            if c.index.min() < 0 or c.index.max() >= c.param.numel():
+                raise InputError(
+                    f"canary indices in [{int(c.index.min())}, {int(c.index.max())}]: "
+                    f"expected flat indices in [0, {c.param.numel() - 1}]"
+                )
+            used = seen.setdefault(id(c.param), set())
+            for i in c.index.tolist():
+                if i in used:
+                    raise InputError(f"coordinate {i} used twice: expected disjoint canary coordinates")
+                used.add(i)
+            norms.index_add_(0, c.canary, c.weight**2)
+        if not torch.allclose(norms, torch.ones_like(norms)):
+            raise InputError("canary directions must have unit norm")
+        return cls(coords, _check_members(members, m), _check_rate(sample_rate), _check_factor(norm_factor), kind)
+
+
+@dataclasses.dataclass(frozen=True)
+class GradientCanaryObservations:
+    """What the auditor reads about each canary after training.
+
+    Attributes:
+      members: bool[canaries]; which canaries were included.
+      presence: bool[steps, canaries]; whether each canary was in each step's batch.
+      readings: float[steps, canaries]; ``<noisy summed gradient, u_i>`` at each step.
+      all_iterates: float[canaries]; sum of readings (Nasr et al. 2023).
+      likelihood_ratio: float[canaries]; LLR of the readings, "present at rate q" against
+        "never present" (see :mod:`canaries.iterate_scores`).
+      last_iterate: float[canaries]; ``<theta_0 - theta_T, u_i>``.
+      sample_rate, noise_multiplier, max_grad_norm, norm_factor: the settings read under.
+    """
+
+    members: np.ndarray
+    presence: np.ndarray
+    readings: np.ndarray
+    all_iterates: np.ndarray
+    likelihood_ratio: np.ndarray
+    last_iterate: np.ndarray
+    sample_rate: float
+    noise_multiplier: float
+    max_grad_norm: float
+    norm_factor: float
+
+
+def _latest(grad_sample):
+    return grad_sample[-1] if isinstance(grad_sample, list) else grad_sample
+
+
+def _set_latest(p: nn.Parameter, value: torch.Tensor) -> None:
+    if isinstance(p.grad_sample, list):
+        p.grad_sample[-1] = value
+    else:
+        p.grad_sample = value
+
+
+def _project(canaries: GradientCanaries, tensors: dict[int, torch.Tensor]) -> np.ndarray:
+    """``<tensor, u_i>`` for each canary i; ``tensors`` maps id(param) to a tensor shaped like it."""
+    out = torch.zeros(canaries.n_canaries, dtype=torch.float64)
+    for c in canaries.coordinates:
+        values = tensors[id(c.param)].detach().reshape(-1)[c.index.to(tensors[id(c.param)].device)]
+        out.index_add_(0, c.canary, values.double().cpu() * c.weight)
+    return out.numpy()
+
+
+class CanaryDPOptimizerMixin:
+    """Adds gradient canaries to a :class:`opacus.optimizers.DPOptimizer` (or any subclass).
+
+    Before the base ``pre_step`` (so before clipping), each present canary is appended as
+    one more row of ``p.grad_sample`` on every parameter (zero outside its coordinates);
+    after the base ``add_noise`` the canaries' coordinates of ``p.grad`` are read.
+    With virtual steps (``signal_skip_step``), canaries are inserted once per logical step,
+    in its last physical batch. Use :func:`with_canaries` to attach one.
+
+    Readings assume a fixed clipping norm C (``max_grad_norm``); with adaptive clipping the
+    likelihood-ratio statistic is computed at the final C.
+    """
+
+    _canaries: GradientCanaries
+    _canary_generator: torch.Generator
+    _canary_presence: list
+    _canary_readings: list
+    _canary_initial: np.ndarray
+    _canary_pending: bool
+
+    def _canary_setup(self, canaries: GradientCanaries, generator: torch.Generator) -> None:
+        self._canaries = canaries
+        self._canary_generator = generator
+        self._canary_presence = []
+        self._canary_readings = []
+        self._canary_pending = False
+        self._canary_initial = _project(canaries, {id(c.param): c.param.detach().clone() for c in canaries.coordinates})
+
+    def _insert_canaries(self) -> None:
+        canaries = self._canaries
+        targets = {id(c.param) for c in canaries.coordinates}
+        targets |= {id(p) for p in self.params if getattr(p, "canary_slot", False)}
+        real = [p for p in self.params if getattr(p, "grad_sample", None) is not None and id(p) not in targets]
+        batch = _latest(real[0].grad_sample).shape[0] if real else 0
+        for p in self.params:
+            if id(p) in targets and getattr(p, "grad_sample", None) is None:
+                p.grad_sample = torch.zeros((batch,) + tuple(p.shape), dtype=p.dtype, device=p.device)
+        for c in canaries.coordinates:
+            g = _latest(c.param.grad_sample).reshape(batch, -1)[:, c.index.to(c.param.device)]
+            if g.numel() and bool((g != 0).any()):
+                raise InputError(
+                    "real per-sample gradients touch canary coordinates: expected coordinates no real gradient uses "
+                    "(a CanarySlots parameter, or weights of an always-zero input feature)"
+                )
+        if self._check_skip_next_step(pop_next=False):
+            return  # not the last physical batch of this logical step
+        present = torch.rand(canaries.n_canaries, generator=self._canary_generator) < canaries.sample_rate
+        present &= torch.as_tensor(canaries.members)
+        self._canary_presence.append(present.numpy().copy())
+        self._canary_pending = True
+        ids = torch.nonzero(present).reshape(-1)
+        if ids.numel() == 0:
+            return
+        row_of = torch.full((canaries.n_canaries,), -1, dtype=torch.long)
+        row_of[ids] = torch.arange(ids.numel())
+        norm = canaries.norm_factor * float(self.max_grad_norm)
+        by_param = {id(c.param): [] for c in canaries.coordinates}
+        for c in canaries.coordinates:
+            by_param[id(c.param)].append(c)
+        for p in self.params:
+            if getattr(p, "grad_sample", None) is None:
+                continue  # Opacus reports the missing per-sample gradient itself
+            rows = torch.zeros((ids.numel(), p.numel()), dtype=torch.float64)
+            for c in by_param.get(id(p), ()):
+                keep = row_of[c.canary] >= 0
+                rows[row_of[c.canary][keep], c.index[keep]] = norm * c.weight[keep]
+            latest = _latest(p.grad_sample)
+            rows = rows.to(dtype=latest.dtype, device=latest.device).reshape((ids.numel(),) + tuple(p.shape))
+            _set_latest(p, torch.cat([latest, rows], dim=0))
+
+    def pre_step(self, closure=None):
+        self._insert_canaries()
+        return super().pre_step(closure)
+
+    def add_noise(self):
+        super().add_noise()
+        if self._canary_pending:
+            grads = {id(c.param): c.param.grad for c in self._canaries.coordinates}
+            self._canary_readings.append(_project(self._canaries, grads))
+            self._canary_pending = False
+
+    def canary_observations(self) -> GradientCanaryObservations:
+        """The canaries' statistics over all steps taken so far."""
+        canaries = self._canaries
+        m = canaries.n_canaries
+        steps = len(self._canary_readings)
+        presence = np.array(self._canary_presence[:steps], dtype=bool).reshape(steps, m)
+        readings = np.array(self._canary_readings, dtype=np.float64).reshape(steps, m)
+        final = _project(canaries, {id(c.param): c.param.detach() for c in canaries.coordinates})
+        c = float(self.max_grad_norm)
+        return GradientCanaryObservations(
+            members=canaries.members.copy(),
+            presence=presence,
+            readings=readings,
+            all_iterates=all_iterates(readings),
+            likelihood_ratio=likelihood_ratio(
+                readings, sample_rate=canaries.sample_rate, noise_multiplier=float(self.noise_multiplier), max_grad_norm=c
+            ),
+            last_iterate=self._canary_initial - final,
+            sample_rate=canaries.sample_rate,
+            noise_multiplier=float(self.noise_multiplier),
+            max_grad_norm=c,
+            norm_factor=canaries.norm_factor,
+        )
+
+
+@functools.cache
+def canary_optimizer_class(base: type) -> type:
+    """``Canary<Base>``: ``base`` (a DPOptimizer subclass) with :class:`CanaryDPOptimizerMixin` in front."""
+    if not (isinstance(base, type) and issubclass(base, DPOptimizer)):
+        raise InputError(f"base={base!r}: expected a subclass of opacus.optimizers.DPOptimizer")
+    if issubclass(base, DPOptimizerFastGradientClipping):
+        raise InputError(
+            f"base={base.__name__}: ghost clipping never materialises per-sample gradients, so there is no "
+            "row to add a gradient canary to; expected a DPOptimizer that clips p.grad_sample "
+            '(grad_sample_mode="hooks" or "ew")'
+        )
+    if issubclass(base, CanaryDPOptimizerMixin):
+        raise InputError(f"base={base.__name__}: already carries canaries")
+    return type(f"Canary{base.__name__}", (CanaryDPOptimizerMixin, base), {})
+
+
+def with_canaries(optimizer: DPOptimizer, canaries: GradientCanaries, *, generator: torch.Generator) -> DPOptimizer:
+    """Make ``optimizer`` insert and observe ``canaries``; returns the same object.
+
+    Works on the optimizer ``PrivacyEngine.make_private`` returns, on a user's
+    ``DPOptimizer`` subclass (plugins) and on deliberately faulty variants: its class is
+    swapped for ``canary_optimizer_class(type(optimizer))``, keeping all of its state.
+
+    Args:
+      optimizer: a DPOptimizer whose parameters include every canary parameter.
+      canaries: the canaries to insert.
+      generator: source of the canaries' per-step presence draws.
+    """
+    if not isinstance(optimizer, DPOptimizer):
+        raise InputError(f"optimizer={type(optimizer).__name__}: expected an opacus DPOptimizer")
+    if not isinstance(canaries, GradientCanaries):
+        raise InputError(f"canaries={type(canaries).__name__}: expected GradientCanaries")
+    if not isinstance(generator, torch.Generator):
+        raise InputError(f"generator={generator!r}: expected a torch.Generator")
+    own = {id(p) for p in optimizer.params}
+    for c in canaries.coordinates:
+        if id(c.param) not in own:
+            raise InputError("a canary parameter is not among the optimizer's parameters: expected one of them")
+    cls = canary_optimizer_class(type(optimizer))
+    optimizer.__class__ = cls
+    optimizer._canary_setup(canaries, generator)
+    return optimizer
