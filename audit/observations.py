@@ -247,13 +247,18 @@ def _parse_metadata(path: Path, raw: np.ndarray | None) -> dict[str, Any]:
 
 
 def load_observations(path: str | os.PathLike) -> Observations:
-    """Load and validate observations from an ``.npz`` file or an :class:`ObservationRun` dir.
+    """Load and validate observations from an ``.npz`` file or a directory.
+
+    A directory is an :class:`ObservationRun`, or, without a ``manifest.json`` but with
+    ``experiment-*`` subdirectories, the LiRA reference layout (labels from ``y_train.npy``).
 
     An interchange ``.npz`` needs only ``keep`` and ``logits`` (+ ``labels``) or ``stats``.
     Raises InputError for a missing, corrupted or inconsistent file.
     """
     path = Path(path)
     if path.is_dir():
+        if not (path / "manifest.json").exists() and any(path.glob("experiment-*")):
+            return import_lira_layout(path)
         return ObservationRun.open(path).load()
     data = _read_npz(path)
     if "keep" not in data:
@@ -325,6 +330,30 @@ class ObservationRun:
         }
         run = cls(path, manifest)
         run._write_manifest()
+        return run
+
+    @classmethod
+    def resume_or_create(
+        cls,
+        path: str | os.PathLike,
+        *,
+        labels: np.ndarray | None,
+        population: np.ndarray | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> "ObservationRun":
+        """Open the run at ``path`` if there is one (checking it has the same labels and
+        population), else create it. Resume training at model ``n_models_done``."""
+        path = Path(path)
+        if not (path / "manifest.json").exists():
+            return cls.create(path, labels=labels, population=population, metadata=metadata)
+        run = cls.open(path)
+        shared = _read_npz(path / "shared.npz")
+        for name, given in (("labels", labels), ("population", population)):
+            stored = shared.get(name)
+            if (given is None) != (stored is None) or (
+                given is not None and not np.array_equal(np.asarray(given), stored)
+            ):
+                raise InputError(f"{path}: existing run has different {name}; refusing to resume")
         return run
 
     @classmethod

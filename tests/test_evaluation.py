@@ -112,3 +112,18 @@ def test_bad_evaluation_parameters():
         evaluate_attack(obs, "loss", confidence=1.0)
     with pytest.raises(InputError, match="unknown attack method"):
         evaluate_attack(obs, "nope")
+
+
+def test_white_box_evaluation_hand_computed():
+    from audit.observations import Observations
+
+    # 2 models x 4 records; gradient norms: members 1, 2; non-members 3, 0.5 (one inversion)
+    keep = np.array([[1, 1, 0, 0], [0, 0, 1, 1]], bool)
+    norms = np.array([[1.0, 2.0, 3.0, 0.5], [3.0, 0.5, 1.0, 2.0]])
+    obs = Observations(keep=keep, stats=norms[:, :, None])
+    ev = evaluate_attack(obs, "gradient-norm", fprs=(0.1, 0.5))
+    # pooled: members {1, 2, 1, 2}, non-members {3, 0.5, 3, 0.5}; score = -norm
+    # pairs (member beats non-member): each member beats the two 3s and loses to the two 0.5s
+    assert ev.auc == pytest.approx(0.5)
+    assert ev.tpr_at_fpr[0].tpr == 0.0  # the top scores (-0.5) are non-members
+    assert ev.tpr_at_fpr[1].tpr == 1.0 and ev.tpr_at_fpr[1].achieved_fpr == 0.5

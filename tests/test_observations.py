@@ -221,3 +221,23 @@ def test_synthetic_is_seeded_and_balanced():
     assert a.logits.shape == (6, 55, 2, 10)
     np.testing.assert_array_equal(a.keep[:, :50].sum(0), 3)
     assert not a.keep[:, 50:].any() and a.population_mask.sum() == 5
+
+
+def test_resume_or_create_checks_the_run_matches(tmp_path):
+    obs = _tiny()
+    run = ObservationRun.resume_or_create(tmp_path / "r", labels=obs.labels)
+    run.append(keep=obs.keep[0], logits=obs.logits[0])
+    again = ObservationRun.resume_or_create(tmp_path / "r", labels=obs.labels)
+    assert again.n_models_done == 1
+    with pytest.raises(InputError, match="different labels; refusing to resume"):
+        ObservationRun.resume_or_create(tmp_path / "r", labels=obs.labels[::-1])
+    with pytest.raises(InputError, match="different population"):
+        ObservationRun.resume_or_create(tmp_path / "r", labels=obs.labels, population=np.zeros(4, bool))
+
+
+def test_load_observations_reads_a_lira_layout_directory(tmp_path):
+    obs = _tiny()
+    export_lira_layout(obs, tmp_path / "lira")
+    _same(obs, load_observations(tmp_path / "lira"))
+    with pytest.raises(InputError, match="no manifest.json"):
+        load_observations(tmp_path)
