@@ -5,8 +5,8 @@ With K models, each model in turn is the target and the other K-1 are its shadow
 others"). The target's scores on its audited records (all records except the
 population / reference records) are pooled over targets into one ROC, as in the
 reference ``plot.py``. Reported: AUC and TPR at FPR 10%, 1%, 0.1%, 0.01% with
-Clopper-Pearson intervals on the TPR (convention: the largest TPR whose FPR does not
-exceed the target), and the ROC points for a log-log figure (:func:`plot_roc`).
+Clopper-Pearson intervals (``audit.stats.roc``; convention: the largest TPR whose FPR
+does not exceed the target), and the ROC points for a log-log figure (:func:`plot_roc`).
 
 Shapes: ``scores: float64[targets, records]``, ``members: bool[targets, records]``.
 """
@@ -21,88 +21,9 @@ import numpy as np
 from audit.attacks import get_attack
 from audit.errors import InputError
 from audit.observations import Observations
+from audit.stats.roc import TprAtFpr, roc_curve, tpr_at_fpr_from_curve
 
 DEFAULT_FPRS = (0.1, 0.01, 0.001, 0.0001)
-
-
-# --- ROC -----------------------------------------------------------------------------
-# Private minimal ROC, used because ``audit.stats.roc`` was not available when this module
-# was written; same conventions as its documented interface.
-
-
-def _roc_curve(scores: np.ndarray, members: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """ROC of the rule "member iff score >= t" over every distinct score ``t``.
-
-    Returns ``fpr, tpr, thresholds`` (float64[points]), starting at (0, 0) with
-    threshold +inf and ending at (1, 1).
-    """
-    order = np.argsort(-scores, kind="stable")
-    s, m = scores[order], members[order]
-    last = np.r_[np.flatnonzero(np.diff(s) != 0), s.size - 1]  # last index of each tie group
-    tp = np.cumsum(m)[last]
-    fp = np.cumsum(~m)[last]
-    n_pos, n_neg = int(m.sum()), int((~m).sum())
-    fpr = np.r_[0.0, fp / n_neg]
-    tpr = np.r_[0.0, tp / n_pos]
-    return fpr, tpr, np.r_[np.inf, s[last]]
-
-
-def _auc(fpr: np.ndarray, tpr: np.ndarray) -> float:
-    """Trapezoidal area under the ROC (= Mann-Whitney U / (n_pos n_neg), ties as 1/2)."""
-    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
-
-
-@dataclass(frozen=True)
-class TprAtFpr:
-    """TPR at a target FPR with a two-sided Clopper-Pearson interval on the TPR.
-
-    ``tpr`` is the largest TPR among thresholds whose FPR <= ``fpr``; ``achieved_fpr``
-    and ``threshold`` are that operating point's; ``true_positives`` of ``members``.
-    """
-
-    fpr: float
-    tpr: float
-    tpr_low: float
-    tpr_high: float
-    achieved_fpr: float
-    threshold: float
-    true_positives: int
-    members: int
-    confidence: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "fpr": self.fpr,
-            "tpr": self.tpr,
-            "tpr_low": self.tpr_low,
-            "tpr_high": self.tpr_high,
-            "achieved_fpr": self.achieved_fpr,
-            "threshold": self.threshold if np.isfinite(self.threshold) else None,
-            "true_positives": self.true_positives,
-            "members": self.members,
-            "confidence": self.confidence,
-        }
-
-
-def _tpr_at(fpr: np.ndarray, tpr: np.ndarray, thresholds: np.ndarray, target: float,
-            n_pos: int, confidence: float) -> TprAtFpr:
-    from audit.stats.intervals import two_sided
-
-    ok = np.flatnonzero(fpr <= target + 1e-12)
-    best = ok[np.argmax(tpr[ok])]
-    tp = int(round(tpr[best] * n_pos))
-    low, high = two_sided(tp, n_pos, confidence)
-    return TprAtFpr(
-        fpr=float(target),
-        tpr=float(tpr[best]),
-        tpr_low=float(low),
-        tpr_high=float(high),
-        achieved_fpr=float(fpr[best]),
-        threshold=float(thresholds[best]),
-        true_positives=tp,
-        members=n_pos,
-        confidence=confidence,
-    )
 
 
 # --- leave-one-out -------------------------------------------------------------------
@@ -163,6 +84,8 @@ def leave_one_out_scores(
 class AttackEvaluation:
     """Pooled leave-one-out ROC summary of one attack.
 
+    ``tpr_at_fpr``: one :class:`audit.stats.roc.TprAtFpr` per requested FPR (TPR and
+    achieved FPR with two-sided Clopper-Pearson intervals at ``confidence``).
     ``roc_fpr``, ``roc_tpr``: float64[points], the pooled ROC (for a log-log figure).
     """
 
@@ -207,18 +130,18 @@ def summarize_scores(
     n_pos, n_neg = int(members.sum()), int((~members).sum())
     if n_pos == 0 or n_neg == 0:
         raise InputError(f"{loo.method}: need both members and non-members, got {n_pos} and {n_neg}")
-    fpr, tpr, thresholds = _roc_curve(scores, members)
-    points = tuple(_tpr_at(fpr, tpr, thresholds, f, n_pos, confidence) for f in fprs)
+    curve = roc_curve(scores, members)
+    points = tuple(tpr_at_fpr_from_curve(curve, f, confidence=confidence) for f in fprs)
     return AttackEvaluation(
         method=loo.method,
         targets=tuple(int(t) for t in loo.targets),
         members=n_pos,
         non_members=n_neg,
-        auc=_auc(fpr, tpr),
+        auc=float(np.trapezoid(curve.tpr, curve.fpr)),
         tpr_at_fpr=points,
         confidence=confidence,
-        roc_fpr=fpr,
-        roc_tpr=tpr,
+        roc_fpr=curve.fpr,
+        roc_tpr=curve.tpr,
     )
 
 

@@ -10,8 +10,7 @@ import pytest
 from audit.attacks import score_records
 from audit.errors import InputError
 from audit.evaluation import (
-    _auc,
-    _roc_curve,
+    LeaveOneOutScores,
     evaluate_attack,
     evaluate_attacks,
     leave_one_out_scores,
@@ -22,46 +21,28 @@ from audit.evaluation import (
 from audit.observations import synthetic_observations
 
 
-def _naive_roc(scores, members):
-    pts = {(0.0, 0.0)}
-    for t in np.unique(scores):
-        pred = scores >= t
-        pts.add(((pred & ~members).sum() / (~members).sum(), (pred & members).sum() / members.sum()))
-    return sorted(pts)
-
-
-def test_roc_curve_and_auc_against_naive_references():
-    rng = np.random.default_rng(0)
-    scores = np.round(rng.normal(size=300), 1)  # many ties
-    members = rng.random(300) < 0.4
-    fpr, tpr, thr = _roc_curve(scores, members)
-    np.testing.assert_allclose(np.column_stack([fpr, tpr]), np.array(_naive_roc(scores, members)), atol=1e-12)
+def _mann_whitney(scores, members):
     pos, neg = scores[members], scores[~members]
-    mann_whitney = ((pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])).mean()
-    assert _auc(fpr, tpr) == pytest.approx(mann_whitney, abs=1e-12)
-    assert np.all(np.diff(thr) < 0)
+    return ((pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])).mean()
 
 
 def test_tpr_at_fpr_hand_computed():
     # 10 non-members, 4 members. Thresholds from the top: 9 (member), 8 (non), 7, 6 (members), ...
     scores = np.array([9, 8, 7, 6, 5, 4, 3, 2, 1, 0, -1, -2, -3, -4], float)
     members = np.array([1, 0, 1, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0], bool)
-    from audit.evaluation import LeaveOneOutScores
-
     loo = LeaveOneOutScores("hand", np.array([0]), scores[None], members[None], np.ones(14, bool))
     ev = summarize_scores(loo, fprs=(0.05, 0.1, 0.5), confidence=0.9)
     # FPR <= 5%: no false positive allowed -> threshold 9 -> TPR 1/4
     # FPR <= 10%: one false positive -> threshold 6 -> TPR 3/4
     # FPR <= 50%: five false positives -> down to threshold 1 -> TPR 4/4
     assert [p.tpr for p in ev.tpr_at_fpr] == [0.25, 0.75, 1.0]
-    assert [p.achieved_fpr for p in ev.tpr_at_fpr] == [0.0, 0.1, 0.5]
+    assert [p.fpr for p in ev.tpr_at_fpr] == [0.0, 0.1, 0.5]
     assert [p.threshold for p in ev.tpr_at_fpr] == [9.0, 6.0, 1.0]
     from scipy.stats import beta
 
     low = beta.ppf(0.05, 1, 4)  # Clopper-Pearson, 1 of 4 at 90%
     high = beta.ppf(0.95, 2, 3)
-    assert ev.tpr_at_fpr[0].tpr_low == pytest.approx(low)
-    assert ev.tpr_at_fpr[0].tpr_high == pytest.approx(high)
+    assert ev.tpr_at_fpr[0].tpr_interval == pytest.approx((low, high))
     assert ev.auc == pytest.approx((10 + 9 + 9 + 5) / 40)
 
 
@@ -87,8 +68,11 @@ def test_lira_beats_loss_at_low_fpr_on_synthetic():
     for lira in (online, offline):
         assert lira.auc > loss.auc
         at1 = lira.tpr_at_fpr[0]
-        assert at1.tpr_low > loss.tpr_at_fpr[0].tpr_high  # disjoint 95% intervals at 1% FPR
+        assert at1.tpr_interval[0] > loss.tpr_at_fpr[0].tpr_interval[1]  # disjoint 95% intervals at 1% FPR
         assert lira.tpr_at_fpr[1].tpr > 5 * max(loss.tpr_at_fpr[1].tpr, 1 / loss.members)
+    # the hand-written pooled ROC of the test agrees with the one summarized
+    pooled = leave_one_out_scores(obs, "lira-online").pooled()
+    assert online.auc == pytest.approx(_mann_whitney(*pooled), abs=1e-12)
 
 
 def test_to_dict_is_json_and_plot_writes_png(tmp_path):
@@ -97,7 +81,7 @@ def test_to_dict_is_json_and_plot_writes_png(tmp_path):
     blob = json.dumps({m: e.to_dict(include_roc=True) for m, e in ev.items()})
     back = json.loads(blob)
     assert back["loss"]["auc"] == ev["loss"].auc
-    assert [p["fpr"] for p in back["calibrated"]["tpr_at_fpr"]] == [0.1, 0.01, 0.001, 0.0001]
+    assert [p["target_fpr"] for p in back["calibrated"]["tpr_at_fpr"]] == [0.1, 0.01, 0.001, 0.0001]
     x, y = log_log_roc_points(ev["loss"])
     assert (x > 0).all() and (y > 0).all()
     plot_roc(ev, tmp_path / "roc.png", title="test")
@@ -126,4 +110,4 @@ def test_white_box_evaluation_hand_computed():
     # pairs (member beats non-member): each member beats the two 3s and loses to the two 0.5s
     assert ev.auc == pytest.approx(0.5)
     assert ev.tpr_at_fpr[0].tpr == 0.0  # the top scores (-0.5) are non-members
-    assert ev.tpr_at_fpr[1].tpr == 1.0 and ev.tpr_at_fpr[1].achieved_fpr == 0.5
+    assert ev.tpr_at_fpr[1].tpr == 1.0 and ev.tpr_at_fpr[1].fpr == 0.5

@@ -31,10 +31,10 @@ def _fmt_pct(f: float) -> str:
 def _table(results: dict, skipped: dict, n_models: int) -> str:
     rows = []
     first = next(iter(results.values()), None)
-    header = ["method", "AUC"] + ([f"TPR@{_fmt_pct(p.fpr)}" for p in first.tpr_at_fpr] if first else [])
+    header = ["method", "AUC"] + ([f"TPR@{_fmt_pct(p.target_fpr)}" for p in first.tpr_at_fpr] if first else [])
     for method, ev in results.items():
         rows.append([method, f"{ev.auc:.4f}"] + [
-            f"{p.tpr:.4f} [{p.tpr_low:.4f}, {p.tpr_high:.4f}]" for p in ev.tpr_at_fpr
+            f"{p.tpr:.4f} [{p.tpr_interval[0]:.4f}, {p.tpr_interval[1]:.4f}]" for p in ev.tpr_at_fpr
         ])
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
     lines = []
