@@ -1,8 +1,7 @@
 """Leave-one-out evaluation of membership-inference attacks.
 
-With K models, each model in turn is the target and the other K-1 are its shadows
-(Carlini et al. 2022, Sec. V-A: "we train N models ... and evaluate each against the
-others"). The target's scores on its audited records (all records except the
+With K models, each model in turn is the target and the other K-1 are its shadows,
+the protocol of Carlini et al. (2022) and of the reference code. The target's scores on its audited records (all records except the
 population / reference records) are pooled over targets into one ROC, as in the
 reference ``plot.py``. Reported: AUC and TPR at FPR 10%, 1%, 0.1%, 0.01% with
 Clopper-Pearson intervals (``audit.stats.roc``; convention: the largest TPR whose FPR
@@ -178,7 +177,7 @@ def plot_roc(evaluations: Mapping[str, AttackEvaluation] | Sequence[AttackEvalua
              title: str | None = None) -> None:
     """Write a log-log ROC figure (PNG, matplotlib Agg backend) of ``evaluations`` to ``path``.
 
-    Carlini et al. (2022), Sec. III-C: low-FPR performance is read off a log-log ROC.
+    Carlini et al. (2022) argue low-FPR performance should be read off a log-log ROC.
     The file is written atomically.
     """
     from matplotlib.figure import Figure  # a bare Figure renders with Agg; pyplot untouched

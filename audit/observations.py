@@ -560,7 +560,7 @@ def synthetic_observations(
     classes' logits are standard normal. Because ``h_i`` varies much more across records
     than ``d_i`` moves a record, a global threshold (LOSS) mixes easy non-members with
     hard members, whereas per-record calibration (LiRA) separates the vulnerable ones:
-    the shape of the low-FPR gap reported by Carlini et al. (2022), Fig. 4.
+    the shape of the low-FPR gap reported by Carlini et al. (2022).
 
     Membership of the ``n_records`` audited records is LiRA-balanced (each record IN
     for exactly ``n_models // 2`` models); ``n_population`` extra records are OUT for

@@ -87,7 +87,8 @@ def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def lira_phi(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Logit-scaled confidence of Carlini et al. (2022), Sec. IV-B, per query.
+    """Logit-scaled confidence of Carlini et al. (2022) (the "logit scaling" of the
+    confidence), per query.
 
     ``phi = log(p_y + 1e-45) - log(sum_{y' != y} p_y' + 1e-45)`` with ``p`` the float64
     softmax after subtracting the max (as the reference ``score.py``).

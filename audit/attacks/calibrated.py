@@ -1,5 +1,6 @@
 """Calibrated loss attack: Watson et al. (2022), "On the importance of difficulty
-calibration in membership inference attacks", Sec. 3 (Eq. 1 with the loss as score).
+calibration in membership inference attacks" (difficulty-calibrated
+loss score).
 
 score(x) = mean over OUT shadows of loss(x) - target loss(x); losses are the mean
 cross-entropy over queries. A record with no OUT shadow -> InputError.

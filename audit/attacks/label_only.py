@@ -1,5 +1,5 @@
 """Label-only attack: Choquette-Choo et al. (2021), "Label-only membership inference
-attacks", Sec. 4 (data-augmentation / noise robustness attack).
+attacks" (data-augmentation / noise robustness attacks).
 
 The queries are perturbed copies of each record (augmentations or noise); a member's
 label is robust to them. score = fraction of queries whose argmax equals the label,

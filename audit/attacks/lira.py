@@ -1,5 +1,5 @@
 """Likelihood Ratio Attack (LiRA): Carlini et al. (2022), "Membership inference attacks
-from first principles", Algorithm 1 and Sec. IV-C/D; as in tensorflow/privacy
+from first principles" (online and offline LiRA, fixed variance); as in tensorflow/privacy
 ``research/mi_lira_2021`` (``score.py``, ``plot.py``).
 
 Per query ``t``, the logit-scaled confidence ``phi_t`` (:func:`audit.attacks._common.lira_phi`).

@@ -1,9 +1,10 @@
 """Metric attacks that threshold one statistic of the target model's outputs.
 
-- ``loss``: Yeom et al. (2018), "Privacy risk in machine learning", Sec. 3.2:
+- ``loss``: Yeom et al. (2018), "Privacy risk in machine learning: analyzing
+  the connection to overfitting":
   members have lower loss; score = -mean over queries of the cross-entropy loss.
 - ``confidence``, ``entropy``, ``modified-entropy``: Song & Mittal (2021), "Systematic
-  evaluation of privacy risks of machine learning models", Sec. 3.2 (Eqs. 3-5):
+  evaluation of privacy risks of machine learning models" (metric-based attacks):
   score = mean over queries of p_y; of -H(p); of -Mentr(p, y) with
   ``Mentr = -(1 - p_y) log p_y - sum_{y' != y} p_y' log(1 - p_y')``.
 
@@ -42,7 +43,7 @@ class LossAttack:
 @register("confidence")
 @dataclass(frozen=True)
 class ConfidenceAttack:
-    """Song & Mittal (2021) Eq. 3: score = mean_t p_y."""
+    """Song & Mittal (2021), prediction confidence: score = mean_t p_y."""
 
     name: str = "confidence"
 
@@ -54,7 +55,7 @@ class ConfidenceAttack:
 @register("entropy")
 @dataclass(frozen=True)
 class EntropyAttack:
-    """Song & Mittal (2021) Eq. 4: score = -mean_t H(p_t)."""
+    """Song & Mittal (2021), prediction entropy: score = -mean_t H(p_t)."""
 
     name: str = "entropy"
 
@@ -67,7 +68,7 @@ class EntropyAttack:
 @register("modified-entropy")
 @dataclass(frozen=True)
 class ModifiedEntropyAttack:
-    """Song & Mittal (2021) Eq. 5: score = -mean_t Mentr(p_t, y).
+    """Song & Mittal (2021), modified prediction entropy: score = -mean_t Mentr(p_t, y).
 
     ``log(1 - p)`` is computed as ``log1p(-p)`` clipped at ``log(1e-300)`` so a
     probability of exactly 1 stays finite.

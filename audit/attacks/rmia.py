@@ -1,5 +1,6 @@
 """Robust membership inference (RMIA): Zarifzadeh et al. (2024), "Low-cost high-power
-membership inference attacks", Sec. 3 (Eqs. 3-4) and App. B.2.1 (offline ``a``).
+membership inference attacks" (the pairwise likelihood-ratio test against population
+records, and its offline variant with the linear approximation parameter ``a``).
 
 For a record ``x`` with probability of its label ``p(x|theta)`` (softmax, mean over
 queries), offline RMIA approximates ``Pr(x) = ((1 + a) * mean_OUT p(x|theta') + (1 - a)) / 2``
@@ -31,7 +32,7 @@ from audit.observations import Observations
 @register("rmia")
 @dataclass(frozen=True)
 class RMIA:
-    """Offline RMIA. ``a``: offline correction (paper App. B.2.1); ``gamma``: LR threshold."""
+    """Offline RMIA. ``a``: offline correction of Pr(x); ``gamma``: LR threshold."""
 
     a: float = 0.3
     gamma: float = 2.0

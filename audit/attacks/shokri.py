@@ -1,5 +1,5 @@
 """Shadow-model attack with a learned meta-classifier: Shokri et al. (2017),
-"Membership inference attacks against machine learning models", Sec. V (Fig. 1-3).
+"Membership inference attacks against machine learning models" (shadow training and per-class attack models).
 
 One attack classifier per class: features are the model's prediction vector sorted in
 decreasing order (so the classifier sees confidence shape, not class identity), here

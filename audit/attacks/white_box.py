@@ -1,12 +1,12 @@
 """White-box attacks on precomputed statistics ``stats: float[models, records, stats]``.
 
 - ``gradient-norm``: members have smaller per-example gradient norms after training
-  (Nasr et al. 2019, "Comprehensive privacy analysis of deep learning", Sec. IV; the
-  gradient-norm signal). score = -stats[target, :, column].
+  (Nasr et al. 2019, "Comprehensive privacy analysis of deep learning", whose
+  white-box attack uses the gradient norm among its features). score = -stats[target, :, column].
 - ``canary-statistic``: pass-through of a precomputed gradient-canary statistic whose
   larger values mean IN, e.g. the dot product of the model update with a Dirac canary
   gradient (Nasr et al. 2023, "Tight auditing of differentially private machine
-  learning", Sec. 4). score = stats[target, :, column].
+  learning", gradient canaries). score = stats[target, :, column].
 
 Neither uses shadows; which column holds which statistic is the trainer's contract
 (record it in the observations' metadata).
