@@ -54,7 +54,19 @@ __all__ = [
 _FORMAT = "dpaudit-observations"
 _RUN_FORMAT = "dpaudit-observations-run"
 _VERSION = 1
-_METADATA_KEYS = ("dataset", "trainer", "seed", "claimed_epsilon")
+
+
+def _check_metadata(meta: dict[str, Any]) -> None:
+    """Type-check the well-known metadata keys; other keys are free-form JSON."""
+    for key in ("dataset", "trainer"):
+        if meta.get(key) is not None and not isinstance(meta[key], str):
+            raise InputError(f"metadata.{key}: expected a string, got {meta[key]!r}")
+    seed = meta.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise InputError(f"metadata.seed: expected an integer, got {seed!r}")
+    eps = meta.get("claimed_epsilon")
+    if eps is not None and (isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0):
+        raise InputError(f"metadata.claimed_epsilon: expected a non-negative number, got {eps!r}")
 
 
 def _as_keep(name: str, value: Any, ndim: int) -> np.ndarray:
@@ -107,7 +119,9 @@ class Observations:
         population: bool[records] or None. Reference records that no model trained on
             (RMIA's population set). None means: the records whose keep column is all
             False (see :attr:`population_mask`).
-        metadata: JSON-serialisable mapping (dataset, trainer, seed, claimed_epsilon, ...).
+        metadata: JSON-serialisable mapping; known keys are checked: ``dataset`` and
+            ``trainer`` (str), ``seed`` (int), ``claimed_epsilon`` (number >= 0; may be
+            ``Infinity`` for a non-private model).
 
     Validated on construction; raises :class:`audit.errors.InputError` naming the array.
     """
@@ -177,6 +191,7 @@ class Observations:
             metadata = json.loads(json.dumps(dict(self.metadata)))
         except (TypeError, ValueError) as err:
             raise InputError(f"metadata: expected a JSON-serialisable mapping ({err})") from err
+        _check_metadata(metadata)
         object.__setattr__(self, "metadata", metadata)
 
     @property

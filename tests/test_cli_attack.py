@@ -130,3 +130,12 @@ def test_console_script_prints_one_line_and_exits_2(obs_path, tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1
     assert proc.stderr.startswith("dpaudit: error: lira-online: target 99 out of range")
+
+
+def test_help_lists_every_registered_method(capsys):
+    from audit.attacks import available_attacks
+    from audit.cli.attack import METHODS_HELP
+
+    assert sorted(m.strip() for m in METHODS_HELP.split(",")) == list(available_attacks())
+    assert main(["attack", "--help"]) == 0
+    assert "lira-offline-fixed" in capsys.readouterr().out

@@ -76,6 +76,8 @@ def test_three_dimensional_logits_are_one_query():
         (dict(stats=np.array([[[np.inf]] * 4] * 3)), "stats: 12 non-finite"),
         (dict(population=np.array([1, 0, 0, 0], bool)), "population: 1 population records are IN"),
         (dict(metadata={"x": object()}), "metadata: expected a JSON-serialisable"),
+        (dict(metadata={"claimed_epsilon": -1}), "metadata.claimed_epsilon: expected a non-negative"),
+        (dict(metadata={"seed": "7"}), "metadata.seed: expected an integer"),
     ],
 )
 def test_validation_names_the_bad_array(kwargs, needle):
@@ -241,3 +243,15 @@ def test_load_observations_reads_a_lira_layout_directory(tmp_path):
     _same(obs, load_observations(tmp_path / "lira"))
     with pytest.raises(InputError, match="no manifest.json"):
         load_observations(tmp_path)
+
+
+def test_white_box_only_run(tmp_path):
+    run = ObservationRun.create(tmp_path / "wb", labels=None, metadata={"claimed_epsilon": float("inf")})
+    stats = np.arange(12.0).reshape(2, 3, 2)
+    keep = np.array([[1, 0, 1], [0, 1, 0]], bool)
+    for m in range(2):
+        run.append(keep=keep[m], stats=stats[m])
+    back = load_observations(tmp_path / "wb")
+    assert back.logits is None and back.labels is None
+    np.testing.assert_array_equal(back.stats, stats)
+    assert back.metadata["claimed_epsilon"] == float("inf")

@@ -13,6 +13,13 @@ import click
 
 from audit.errors import InputError
 
+# Kept literal so that `dpaudit --help` does not import scipy; a test checks it against
+# audit.attacks.available_attacks().
+METHODS_HELP = (
+    "loss, confidence, entropy, modified-entropy, calibrated, lira-online, lira-online-fixed, "
+    "lira-offline, lira-offline-fixed, rmia, shokri, label-only, gradient-norm, canary-statistic"
+)
+
 
 def parse_params(items: tuple[str, ...]) -> dict:
     """``("a=0.3", "classifier=\\"mlp\\"")`` -> ``{"a": 0.3, "classifier": "mlp"}``.
@@ -32,7 +39,7 @@ def parse_params(items: tuple[str, ...]) -> dict:
 
 
 @click.command("attack")
-@click.option("--method", required=True, help="Attack name (see `dpaudit evaluate --help`).")
+@click.option("--method", required=True, help=f"Attack name: {METHODS_HELP}.")
 @click.option("--observations", "observations_path", required=True,
               help="Observations .npz or run directory.")
 @click.option("--target", required=True, type=int, help="0-based index of the target model.")

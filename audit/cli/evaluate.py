@@ -10,6 +10,7 @@ import json
 
 import click
 
+from audit.cli.attack import METHODS_HELP
 from audit.errors import InputError
 
 
@@ -52,8 +53,8 @@ def _table(results: dict, skipped: dict, n_models: int) -> str:
 @click.option("--observations", "observations_path", required=True,
               help="Observations .npz or run directory.")
 @click.option("--methods", default=None,
-              help="Comma-separated attack names; default: every attack the observations support "
-                   "(those that cannot run are listed as skipped).")
+              help=f"Comma-separated attack names ({METHODS_HELP}); default: every attack the "
+                   "observations support (those that cannot run are listed as skipped).")
 @click.option("--confidence", default=0.95, show_default=True, type=float,
               help="Confidence level of the TPR intervals.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object keyed by method.")
