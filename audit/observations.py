@@ -44,6 +44,7 @@ from audit.errors import InputError
 __all__ = [
     "Observations",
     "ObservationRun",
+    "n_models_done",
     "save_observations",
     "load_observations",
     "import_lira_layout",
@@ -467,6 +468,14 @@ class ObservationRun:
             )
         except InputError as err:
             raise InputError(f"{self.path}: {err}") from err
+
+
+def n_models_done(path: str | os.PathLike) -> int:
+    """Complete models recorded in the run directory ``path`` (0 if there is no run yet)."""
+    path = Path(path)
+    if not (path / "manifest.json").exists():
+        return 0
+    return ObservationRun.open(path).n_models_done
 
 
 _EXPERIMENT = re.compile(r"^experiment-")

@@ -21,6 +21,7 @@ from audit.observations import (
     export_lira_layout,
     import_lira_layout,
     load_observations,
+    n_models_done,
     save_observations,
     synthetic_observations,
 )
@@ -176,7 +177,8 @@ def test_sigkill_during_appends_never_corrupts_the_run(tmp_path):
         proc.wait()
     run = ObservationRun.open(path)
     done = run.n_models_done
-    assert done >= 3
+    assert done >= 3 and n_models_done(path) == done
+    assert n_models_done(tmp_path / "elsewhere") == 0
     obs = run.load()
     assert obs.logits.shape == (done, 2000, 4, 10)
     run.append(keep=np.ones(2000, bool), logits=np.zeros((2000, 4, 10)))
