@@ -169,3 +169,29 @@ def test_variant_trains_and_claims_nominal_epsilon(pool, reference, name):
     # only the accountant bug leaves the trained weights unchanged
     assert same == (name in ("correct", "accountant_rate_10x_small"))
     assert isinstance(res.optimizer, zoo.ZOO[name].optimizer_class)
+
+
+def test_gradient_canaries_plug_in_and_expose_clipping_bug(pool):
+    from canaries.gradient import CanarySlots, GradientCanaries, with_canaries
+
+    from trainers.opacus_dp import sample_rate_and_steps
+
+    q, _ = sample_rate_and_steps(len(pool), 40)
+    cfg = DPConfig(epochs=2, batch_size=40, lr=0.5, noise_multiplier=0.5, max_grad_norm=1.0)
+
+    def readings(name):
+        model = _model()
+        model.canary_slots = CanarySlots(50)
+        canaries = GradientCanaries.dirac(model.canary_slots.slots[0], sample_rate=q)
+        res = zoo.train_faulty(name, model, pool, config=cfg, seed=0, prepare_optimizer=lambda opt: with_canaries(
+            opt, canaries, generator=torch.Generator().manual_seed(1)))
+        obs = res.optimizer.canary_observations()
+        assert obs.readings.shape == (res.steps, 50)
+        return obs.readings[obs.presence], obs.readings[~obs.presence]
+
+    present, absent = readings("correct")
+    # correct clipping: a present canary reads C + N(0, (sigma C)^2), an absent one N(0, (sigma C)^2)
+    assert len(present) > 50 and abs(present.mean() - 1.0) < 0.25 and abs(absent.mean()) < 0.1
+    for name in ("no_clipping", "partial_clipping"):  # slots are 1-d, so partial clipping skips them
+        present, _ = readings(name)
+        assert present.min() > 100.0  # the canary's norm 1000 C passes unclipped

@@ -26,7 +26,7 @@ resistance to floating-point attacks on the sampler.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -165,6 +165,7 @@ def train_dp(
     optimizer_kwargs: Mapping[str, Any] | None = None,
     sampling: str = "poisson",
     accounting_sample_rate: float | None = None,
+    prepare_optimizer: Callable[[DPOptimizer], DPOptimizer] | None = None,
 ) -> DPResult:
     """Train ``model`` in place with DP-SGD on ``train``; return it with epsilon and utility.
 
@@ -174,6 +175,9 @@ def train_dp(
     sampling: ``"poisson"`` (correct) or ``"shuffle"`` (fixed-size batches of a random
         permutation per epoch; used by ``trainers.zoo`` to model the shuffling bug).
     accounting_sample_rate: the q given to the accountant (default: the true q).
+    prepare_optimizer: called with the built optimizer before the first step; returns the
+        optimizer to train with (e.g. ``lambda opt: canaries.gradient.with_canaries(opt, ...)``).
+        The accountant hook stays attached.
     """
     optimizer_class = _check_optimizer_class(optimizer_class)
     if sampling not in SAMPLINGS:
@@ -224,6 +228,10 @@ def train_dp(
         raise InputError(f"optimizer_class {optimizer_class.__name__} could not be built: {exc}") from exc
     accountant = create_accountant(config.accountant)
     optimizer.attach_step_hook(accountant.get_optimizer_hook_fn(sample_rate=q_acc))
+    if prepare_optimizer is not None:
+        optimizer = prepare_optimizer(optimizer)
+        if not isinstance(optimizer, DPOptimizer):
+            raise InputError(f"prepare_optimizer returned {type(optimizer).__name__}; expected a DPOptimizer")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed_dropout)
         run_dp_epochs(gsm, optimizer, loader, epochs=config.epochs)

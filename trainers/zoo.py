@@ -217,8 +217,12 @@ def train_faulty(
     seed: int,
     test: Dataset | None = None,
     optimizer_kwargs: Mapping[str, Any] | None = None,
+    prepare_optimizer: Callable[[DPOptimizer], DPOptimizer] | None = None,
 ) -> DPResult:
     """Train ``model`` with the zoo variant ``name``; ``DPResult.epsilon`` is the variant's claim.
+
+    ``optimizer_kwargs`` and ``prepare_optimizer`` are passed to ``train_dp`` (e.g. to
+    attach gradient canaries with ``canaries.gradient.with_canaries``).
 
     With ``config.target_epsilon`` the noise multiplier is calibrated on the claimed
     (accounted) sample rate, as the faulty code would.
@@ -229,4 +233,5 @@ def train_faulty(
     return train_dp(
         model, train, config=config, seed=seed, test=test, optimizer_class=variant.optimizer_class,
         optimizer_kwargs=optimizer_kwargs, sampling=variant.sampling, accounting_sample_rate=rate,
+        prepare_optimizer=prepare_optimizer,
     )
