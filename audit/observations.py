@@ -122,7 +122,8 @@ class Observations:
             False (see :attr:`population_mask`).
         metadata: JSON-serialisable mapping; known keys are checked: ``dataset`` and
             ``trainer`` (str), ``seed`` (int), ``claimed_epsilon`` (number >= 0; may be
-            ``Infinity`` for a non-private model).
+            ``Infinity`` for a non-private model), ``stat_names`` (list of str, one per
+            ``stats`` column, so white-box attacks can pick a column by name).
 
     Validated on construction; raises :class:`audit.errors.InputError` naming the array.
     """
@@ -193,6 +194,14 @@ class Observations:
         except (TypeError, ValueError) as err:
             raise InputError(f"metadata: expected a JSON-serialisable mapping ({err})") from err
         _check_metadata(metadata)
+        names = metadata.get("stat_names")
+        if names is not None:
+            n_stats = None if self.stats is None else self.stats.shape[2]
+            if not (isinstance(names, list) and all(isinstance(n, str) for n in names)
+                    and len(set(names)) == len(names) and len(names) == n_stats):
+                raise InputError(
+                    f"metadata.stat_names: expected {n_stats} distinct names, one per stats column, got {names!r}"
+                )
         object.__setattr__(self, "metadata", metadata)
 
     @property

@@ -79,6 +79,12 @@ def test_white_box_attacks():
     np.testing.assert_array_equal(score_records("canary-statistic", obs, 0, column=1), [9.0, -2.0])
     with pytest.raises(InputError, match="gradient-norm: stat column 2 out of range"):
         score_records("gradient-norm", obs, 0, column=2)
+    named = Observations(keep=obs.keep, stats=stats, metadata={"stat_names": ["norm", "all_iterates"]})
+    np.testing.assert_array_equal(score_records("canary-statistic", named, 1, column="all_iterates"), [3.0, 7.0])
+    with pytest.raises(InputError, match="canary-statistic: stat 'lr' not in metadata.stat_names"):
+        score_records("canary-statistic", named, 1, column="lr")
+    with pytest.raises(InputError, match="metadata.stat_names: expected 2 distinct names"):
+        Observations(keep=obs.keep, stats=stats, metadata={"stat_names": ["a"]})
     with pytest.raises(InputError, match="loss: needs logits"):
         score_records("loss", obs, 0)
     logit_obs = synthetic_observations(np.random.default_rng(0), n_models=2, n_records=3)

@@ -139,3 +139,20 @@ def test_help_lists_every_registered_method(capsys):
     assert sorted(m.strip() for m in METHODS_HELP.split(",")) == list(available_attacks())
     assert main(["attack", "--help"]) == 0
     assert "lira-offline-fixed" in capsys.readouterr().out
+
+
+def test_attack_on_white_box_stats_by_name(tmp_path, capsys):
+    from audit.observations import Observations
+
+    stats = np.array([[[1.0, 9.0], [4.0, -2.0]], [[0.5, 3.0], [2.0, 7.0]]])
+    obs = Observations(keep=np.array([[1, 0], [0, 1]], bool), stats=stats,
+                       metadata={"stat_names": ["grad_norm", "all_iterates"]})
+    save_observations(obs, tmp_path / "wb.npz")
+    out = tmp_path / "s.npy"
+    assert main(["attack", "--method", "canary-statistic", "--observations", str(tmp_path / "wb.npz"),
+                 "--target", "1", "--out", str(out), "--param", "column=all_iterates"]) == 0
+    np.testing.assert_array_equal(np.load(out), [3.0, 7.0])
+    assert main(["evaluate", "--observations", str(tmp_path / "wb.npz"), "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert list(payload) == ["gradient-norm", "canary-statistic"]
+    assert payload["gradient-norm"]["auc"] == 0.5  # members {1, 2} vs non-members {4, 0.5}, score -norm

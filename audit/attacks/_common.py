@@ -29,11 +29,21 @@ def require_logits(observations: Observations, method: str) -> np.ndarray:
     return observations.logits
 
 
-def require_stats(observations: Observations, method: str, column: int) -> np.ndarray:
-    """float[models, records] (one white-box statistic), or InputError."""
+def require_stats(observations: Observations, method: str, column: int | str) -> np.ndarray:
+    """float[models, records] (one white-box statistic), or InputError.
+
+    ``column`` is an index or a name from ``metadata["stat_names"]``.
+    """
     if observations.stats is None:
         raise InputError(f"{method}: needs white-box stats, the observations hold only logits")
     n = observations.stats.shape[2]
+    if isinstance(column, str):
+        names = observations.metadata.get("stat_names") or []
+        if column not in names:
+            raise InputError(f"{method}: stat {column!r} not in metadata.stat_names {names}")
+        column = names.index(column)
+    if isinstance(column, bool) or not isinstance(column, (int, np.integer)):
+        raise InputError(f"{method}: stat column must be an index or a name, got {column!r}")
     if not 0 <= column < n:
         raise InputError(f"{method}: stat column {column} out of range; expected 0..{n - 1}")
     return observations.stats[:, :, column].astype(np.float64)

@@ -8,8 +8,9 @@
   gradient (Nasr et al. 2023, "Tight auditing of differentially private machine
   learning", gradient canaries). score = stats[target, :, column].
 
-Neither uses shadows; which column holds which statistic is the trainer's contract
-(record it in the observations' metadata).
+Neither uses shadows. ``column`` is an index into the stats axis or a name listed in
+``metadata["stat_names"]`` (e.g. ``"all_iterates"``, ``"likelihood_ratio"``,
+``"last_iterate"`` from :class:`canaries.gradient.GradientCanaryObservations`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from audit.observations import Observations
 @register("gradient-norm")
 @dataclass(frozen=True)
 class GradientNormAttack:
-    column: int = 0
+    column: int | str = 0
     name: str = "gradient-norm"
 
     def score(self, observations: Observations, target: int) -> np.ndarray:
@@ -37,7 +38,7 @@ class GradientNormAttack:
 @register("canary-statistic")
 @dataclass(frozen=True)
 class CanaryStatisticAttack:
-    column: int = 0
+    column: int | str = 0
     name: str = "canary-statistic"
 
     def score(self, observations: Observations, target: int) -> np.ndarray:
