@@ -45,6 +45,7 @@ __all__ = [
     "Observations",
     "ObservationRun",
     "n_models_done",
+    "from_named_statistics",
     "save_observations",
     "load_observations",
     "import_lira_layout",
@@ -236,6 +237,31 @@ class Observations:
             out["population"] = self.population
         out["metadata"] = np.array(json.dumps({"format": _FORMAT, "version": _VERSION, **self.metadata}))
         return out
+
+
+def from_named_statistics(
+    keep: np.ndarray,
+    statistics: Mapping[str, np.ndarray],
+    *,
+    metadata: Mapping[str, Any] | None = None,
+) -> Observations:
+    """White-box observations from named statistics, e.g. the ``all_iterates``,
+    ``likelihood_ratio`` and ``last_iterate`` of gradient canaries, one model per row.
+
+    Args:
+        keep: bool[models, records].
+        statistics: name -> float[models, records]; stacked in order into
+            ``stats: float[models, records, len(statistics)]`` with
+            ``metadata["stat_names"]`` set to the names.
+    """
+    if not statistics:
+        raise InputError("statistics: expected at least one named statistic, got none")
+    columns = [_as_float(f"statistics[{name!r}]", value, 2) for name, value in statistics.items()]
+    shapes = {c.shape for c in columns}
+    if len(shapes) != 1:
+        raise InputError(f"statistics: shapes differ between statistics: {sorted(shapes)}")
+    meta = {**dict(metadata or {}), "stat_names": list(statistics)}
+    return Observations(keep=keep, stats=np.stack(columns, axis=-1), metadata=meta)
 
 
 def save_observations(observations: Observations, path: str | os.PathLike) -> None:

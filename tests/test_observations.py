@@ -20,6 +20,7 @@ from audit.observations import (
     Observations,
     export_lira_layout,
     import_lira_layout,
+    from_named_statistics,
     load_observations,
     n_models_done,
     save_observations,
@@ -257,3 +258,17 @@ def test_white_box_only_run(tmp_path):
     assert back.logits is None and back.labels is None
     np.testing.assert_array_equal(back.stats, stats)
     assert back.metadata["claimed_epsilon"] == float("inf")
+
+
+def test_from_named_statistics(tmp_path):
+    keep = np.array([[1, 0, 1], [0, 1, 0]], bool)
+    a, b = np.arange(6.0).reshape(2, 3), -np.arange(6.0).reshape(2, 3)
+    obs = from_named_statistics(keep, {"all_iterates": a, "last_iterate": b}, metadata={"trainer": "x"})
+    np.testing.assert_array_equal(obs.stats[..., 1], b)
+    assert obs.metadata == {"trainer": "x", "stat_names": ["all_iterates", "last_iterate"]}
+    save_observations(obs, tmp_path / "s.npz")
+    assert load_observations(tmp_path / "s.npz").metadata["stat_names"] == ["all_iterates", "last_iterate"]
+    with pytest.raises(InputError, match="statistics: shapes differ"):
+        from_named_statistics(keep, {"a": a, "b": b[:, :2]})
+    with pytest.raises(InputError, match=r"statistics\['a'\]: 1 non-finite"):
+        from_named_statistics(keep, {"a": np.where(a == 0, np.nan, a)})
