@@ -369,7 +369,11 @@ class ObservationRun:
             if n_records is not None and shared["population"].shape[0] != n_records:
                 raise InputError(f"population: {shared['population'].shape[0]} records, labels has {n_records}")
             n_records = int(shared["population"].shape[0])
-        meta = json.loads(json.dumps(dict(metadata or {})))
+        try:
+            meta = json.loads(json.dumps(dict(metadata or {})))
+        except (TypeError, ValueError) as err:
+            raise InputError(f"metadata: expected a JSON-serialisable mapping ({err})") from err
+        _check_metadata(meta)
         with atomic_open(path / "shared.npz", "wb") as handle:
             np.savez(handle, **shared)
         manifest = {
@@ -463,6 +467,12 @@ class ObservationRun:
         for name, arr in arrays.items():
             if n_records is not None and arr.shape[0] != n_records:
                 raise InputError(f"{name}: {arr.shape[0]} records, run has {n_records}")
+        population = _read_npz(self.path / "shared.npz").get("population")
+        if population is not None and keep[population].any():
+            raise InputError(
+                f"keep: {int(keep[population].sum())} population records marked IN "
+                "(population records must be OUT for every model)"
+            )
         shapes = {name: list(arr.shape) for name, arr in arrays.items()}
         expected = self._manifest.get("shapes")
         if expected is not None and expected != shapes:

@@ -236,6 +236,11 @@ def test_resume_or_create_checks_the_run_matches(tmp_path):
     assert again.n_models_done == 1
     with pytest.raises(InputError, match="different labels; refusing to resume"):
         ObservationRun.resume_or_create(tmp_path / "r", labels=obs.labels[::-1])
+    pop = ObservationRun.create(tmp_path / "p", labels=obs.labels, population=np.array([0, 0, 0, 1], bool))
+    with pytest.raises(InputError, match="keep: 1 population records marked IN"):
+        pop.append(keep=np.ones(4, bool), logits=obs.logits[0])
+    with pytest.raises(InputError, match="metadata.seed"):
+        ObservationRun.create(tmp_path / "q", labels=obs.labels, metadata={"seed": 1.5})
     with pytest.raises(InputError, match="different population"):
         ObservationRun.resume_or_create(tmp_path / "r", labels=obs.labels, population=np.zeros(4, bool))
 
