@@ -9,8 +9,7 @@ The score is the fraction of population records ``z`` (OUT for every model) with
 ``LR(x) / LR(z) > gamma``.
 
 Ties: that fraction takes at most ``|Z| + 1`` values, so many records share a score
-(ML Privacy Meter reports thousands of tied 1.0 scores) and TPR at a low FPR is
-meaningless. Ties are broken lexicographically by ``log LR(x)``: the score is
+(with a strong attack, many at 1.0) and TPR at a low FPR becomes meaningless. Ties are broken lexicographically by ``log LR(x)``: the score is
 ``fraction + (0.5 + arctan(log LR(x)) / pi) / (2 |Z|)``; the added term lies in
 ``(0, 1 / (2 |Z|))``, below the fraction's step ``1 / |Z|``, so the order by fraction
 is kept and records with equal fractions are ordered by their likelihood ratio.
