@@ -324,15 +324,15 @@ class CanaryDPOptimizerMixin:
 
     def _insert_canaries(self) -> None:
         canaries = self._canaries
-        targets = {id(c.param) for c in canaries.coordinates}
-        targets |= {id(p) for p in self.params if getattr(p, "canary_slot", False)}
-        real = [p for p in self.params if getattr(p, "grad_sample", None) is not None and id(p) not in targets]
+        slots = {id(p) for p in self.params if getattr(p, "canary_slot", False)}
+        targets = slots | {id(c.param) for c in canaries.coordinates}
+        real = [p for p in self.params if getattr(p, "grad_sample", None) is not None and id(p) not in slots]
         batch = _latest(real[0].grad_sample).shape[0] if real else 0
         for p in self.params:
             if id(p) in targets and getattr(p, "grad_sample", None) is None:
                 p.grad_sample = torch.zeros((batch,) + tuple(p.shape), dtype=p.dtype, device=p.device)
         for c in canaries.coordinates:
-            g = _latest(c.param.grad_sample).reshape(batch, -1)[:, c.index.to(c.param.device)]
+            g = _latest(c.param.grad_sample).reshape(batch, c.param.numel())[:, c.index.to(c.param.device)]
             if g.numel() and bool((g != 0).any()):
                 raise InputError(
                     "real per-sample gradients touch canary coordinates: expected coordinates no real gradient uses "
@@ -356,13 +356,13 @@ class CanaryDPOptimizerMixin:
         for p in self.params:
             if getattr(p, "grad_sample", None) is None:
                 continue  # Opacus reports the missing per-sample gradient itself
-            rows = torch.zeros((ids.numel(), p.numel()), dtype=torch.float64)
+            latest = _latest(p.grad_sample)
+            rows = torch.zeros((ids.numel(), p.numel()), dtype=latest.dtype, device=latest.device)
             for c in by_param.get(id(p), ()):
                 keep = row_of[c.canary] >= 0
-                rows[row_of[c.canary][keep], c.index[keep]] = norm * c.weight[keep]
-            latest = _latest(p.grad_sample)
-            rows = rows.to(dtype=latest.dtype, device=latest.device).reshape((ids.numel(),) + tuple(p.shape))
-            _set_latest(p, torch.cat([latest, rows], dim=0))
+                values = (norm * c.weight[keep]).to(dtype=latest.dtype, device=latest.device)
+                rows[row_of[c.canary][keep].to(latest.device), c.index[keep].to(latest.device)] = values
+            _set_latest(p, torch.cat([latest, rows.reshape((ids.numel(),) + tuple(p.shape))], dim=0))
 
     def pre_step(self, closure=None):
         self._insert_canaries()

@@ -269,6 +269,19 @@ def test_virtual_steps_insert_once_per_logical_step():
     np.testing.assert_allclose(obs.readings, _clipped(c), rtol=1e-6)
 
 
+def test_empty_poisson_batch_still_carries_canaries():
+    # Poisson sampling can draw an empty batch of real records; present canaries still count.
+    c = 0.5
+    net, gsm, opt = _setup(3, clip=c)
+    with_canaries(
+        opt, GradientCanaries.dirac(net.canary_slots.slots[0], sample_rate=1.0), generator=torch.Generator().manual_seed(0)
+    )
+    out = gsm(torch.zeros(0, 3))
+    nn.functional.cross_entropy(out, torch.zeros(0, dtype=torch.long), reduction="sum").backward()
+    opt.step()
+    np.testing.assert_allclose(opt.canary_observations().readings, [[c, c, c]], rtol=1e-6)
+
+
 def test_wraps_make_private_with_poisson_sampling():
     torch.manual_seed(0)
     net = Net(6)

@@ -119,3 +119,35 @@ def test_yardstick_reference_setting():
     rows = yardstick.run([8.0], seeds=5)
     assert 1.0 < rows[0].llr_bounds.mean() < 2.2
     assert rows[0].llr_bounds.max() < 8.0
+
+
+def test_opacus_audit_runs_the_same_audit_through_dp_sgd():
+    import torch
+
+    torch.set_num_threads(1)
+    run = yardstick.opacus_audit(n_canaries=200, steps=120, sample_rate=0.05, noise_multiplier=0.5, seed=3)
+    assert run.steps == 120
+    assert run.members.shape == run.llr.shape == run.total.shape == run.last_iterate.shape == (200,)
+    # About 6 presences at reading C against noise 0.5 C per step: members stand out.
+    auc = stats.mannwhitneyu(run.llr[run.members], run.llr[~run.members]).statistic / (
+        run.members.sum() * (~run.members).sum()
+    )
+    assert auc > 0.9
+    # Plain SGD on an unused slot: the last iterate is the all-iterates sum times lr / B.
+    np.testing.assert_allclose(run.last_iterate, 0.5 / 50 * run.total, rtol=1e-4, atol=1e-6)
+
+
+def test_format_table_lists_every_row():
+    row = yardstick.YardstickRow(8.0, 0.5865, np.array([1.0, 2.0]), np.array([0.5, 0.7]))
+    table = yardstick.format_table([row])
+    assert "| 8 | 0.5865 | 1.50 (1.00 to 2.00) | 0.60 (0.50 to 0.70) |" in table
+    assert "Opacus" not in table
+
+
+@pytest.mark.slow
+def test_quick_mode_prints_and_does_not_write(capsys):
+    before = yardstick.RESULTS.stat().st_mtime_ns if yardstick.RESULTS.exists() else None
+    assert yardstick.main(["--quick"]) == 0
+    assert "| 8 |" in capsys.readouterr().out
+    after = yardstick.RESULTS.stat().st_mtime_ns if yardstick.RESULTS.exists() else None
+    assert before == after
