@@ -138,3 +138,11 @@ def test_errors(splits):
     bn = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2))
     with pytest.raises(InputError, match="not Opacus-compatible"):
         train_dp(bn, splits.pool, config=DPConfig(noise_multiplier=1.0), seed=0)
+
+
+def test_empty_poisson_batches_still_step(splits):
+    tiny = splits.pool.subset(np.arange(10))
+    cfg = DPConfig(epochs=2, batch_size=1, noise_multiplier=1.0)  # q = 0.1: P(empty batch) = 0.9^10
+    res = train_dp(_model(), tiny, config=cfg, seed=0, optimizer_class=_Recording, optimizer_kwargs={"tag": "e"})
+    assert res.steps == 20 and 0 in res.optimizer.batch_sizes
+    assert all(torch.isfinite(p).all() for p in res.model.parameters())
