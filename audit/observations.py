@@ -397,7 +397,11 @@ class ObservationRun:
         metadata: Mapping[str, Any] | None = None,
     ) -> "ObservationRun":
         """Open the run at ``path`` if there is one (checking it has the same labels and
-        population), else create it. Resume training at model ``n_models_done``."""
+        population), else create it. Resume training at model ``n_models_done``.
+
+        Resuming means the previous writer is gone: the temporary files a killed writer
+        left behind (``.<name>.*.tmp``, from :func:`audit.atomic.atomic_open`) are removed.
+        """
         path = Path(path)
         if not (path / "manifest.json").exists():
             return cls.create(path, labels=labels, population=population, metadata=metadata)
@@ -409,6 +413,8 @@ class ObservationRun:
                 given is not None and not np.array_equal(np.asarray(given), stored)
             ):
                 raise InputError(f"{path}: existing run has different {name}; refusing to resume")
+        for leftover in path.glob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
         return run
 
     @classmethod

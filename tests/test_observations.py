@@ -176,7 +176,8 @@ def test_sigkill_during_appends_never_corrupts_the_run(tmp_path):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    run = ObservationRun.open(path)
+    run = ObservationRun.resume_or_create(path, labels=np.zeros(2000, dtype=np.int64))
+    assert not list(path.glob(".*.tmp"))  # a killed writer's temporary files are cleaned up
     done = run.n_models_done
     assert done >= 3 and n_models_done(path) == done
     assert n_models_done(tmp_path / "elsewhere") == 0
