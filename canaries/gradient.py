@@ -323,6 +323,11 @@ class CanaryDPOptimizerMixin:
         self._canary_initial = _project(canaries, {id(c.param): c.param.detach().clone() for c in canaries.coordinates})
 
     def _insert_canaries(self) -> None:
+        if self._canary_pending:
+            raise RuntimeError(
+                f"{type(self).__name__} took a step without calling add_noise: canary readings are taken right "
+                "after add_noise, so this optimizer cannot be audited with gradient canaries as it stands"
+            )
         canaries = self._canaries
         slots = {id(p) for p in self.params if getattr(p, "canary_slot", False)}
         targets = slots | {id(c.param) for c in canaries.coordinates}

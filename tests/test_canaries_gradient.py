@@ -313,6 +313,25 @@ def test_wraps_make_private_with_poisson_sampling():
     assert engine.get_epsilon(1e-5) > 0
 
 
+class SkipsAddNoiseDPOptimizer(DPOptimizer):
+    """Faulty: never calls add_noise (writes the clipped sum to p.grad itself)."""
+
+    def pre_step(self, closure=None):
+        self.clip_and_accumulate()
+        for p in self.params:
+            p.grad = p.summed_grad.view_as(p)
+        return True
+
+
+def test_optimizer_that_bypasses_add_noise_is_reported():
+    net, gsm, opt = _setup(2, cls=SkipsAddNoiseDPOptimizer)
+    with_canaries(
+        opt, GradientCanaries.dirac(net.canary_slots.slots[0], sample_rate=1.0), generator=torch.Generator().manual_seed(0)
+    )
+    with pytest.raises(RuntimeError, match="without calling add_noise"):
+        _train(gsm, opt, 2)
+
+
 def test_ghost_clipping_is_refused():
     with pytest.raises(InputError, match="ghost clipping"):
         canary_optimizer_class(DPOptimizerFastGradientClipping)

@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
 from audit.errors import InputError
@@ -23,6 +25,24 @@ def test_likelihood_ratio_matches_densities(q, sigma, c):
     np.testing.assert_allclose(
         likelihood_ratio(x, sample_rate=q, noise_multiplier=sigma, max_grad_norm=c), _naive_llr(x, q, sigma, c), rtol=1e-10
     )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    x=st.lists(st.floats(-50, 50), min_size=2, max_size=8),
+    q=st.floats(1e-4, 0.999),
+    sigma=st.floats(0.1, 5.0),
+    c=st.floats(0.01, 10.0),
+    bump=st.floats(1e-3, 10.0),
+)
+def test_likelihood_ratio_properties(x, q, sigma, c, bump):
+    readings = np.array(x, dtype=np.float64)[:, None] * c
+    llr = likelihood_ratio(readings, sample_rate=q, noise_multiplier=sigma, max_grad_norm=c)[0]
+    # Each per-step ratio exceeds 1 - q, and a larger reading is more member-like.
+    assert llr >= len(x) * np.log1p(-q) - 1e-9
+    higher = readings.copy()
+    higher[0] += bump * c
+    assert likelihood_ratio(higher, sample_rate=q, noise_multiplier=sigma, max_grad_norm=c)[0] >= llr
 
 
 def test_likelihood_ratio_is_stable_for_huge_readings():
