@@ -230,6 +230,36 @@ def test_split_canary_catches_per_tensor_clipping(cls, kind, expected):
     np.testing.assert_allclose(opt.canary_observations().readings, expected * c, rtol=1e-5)
 
 
+@pytest.mark.parametrize("kind,expected", [("dirac", 0.5), ("split", 1 / math.sqrt(2))])
+def test_opacus_per_layer_clipping_is_wrapped_and_stays_within_c(kind, expected):
+    # Opacus' own per-layer optimizer, four tensors (fc.weight, fc.bias, two slots) each
+    # clipped to C/2: the total sensitivity is C. A Dirac canary on one slot is clipped to
+    # C/2; a split canary to C/2 on each slot, so its projection is (C/2 + C/2)/sqrt(2).
+    from opacus.optimizers import DPPerLayerOptimizer
+
+    c = 0.5
+    torch.manual_seed(0)
+    net = Net(3, 2)
+    gsm = GradSampleModule(net)
+    opt = DPPerLayerOptimizer(
+        torch.optim.SGD(gsm.parameters(), lr=0.1),
+        noise_multiplier=0.0,
+        max_grad_norm=[c / 2] * 4,
+        expected_batch_size=4,
+    )
+    assert opt.max_grad_norm == pytest.approx(c)
+    slots = net.canary_slots.slots
+    canaries = (
+        GradientCanaries.dirac(slots[0], sample_rate=1.0)
+        if kind == "dirac"
+        else GradientCanaries.split(slots, sample_rate=1.0)
+    )
+    with_canaries(opt, canaries, generator=torch.Generator().manual_seed(0))
+    assert type(opt).__name__ == "CanaryDPPerLayerOptimizer"
+    _train(gsm, opt, 2)
+    np.testing.assert_allclose(opt.canary_observations().readings, expected * c, rtol=1e-5)
+
+
 def test_dirac_on_weights_of_an_always_zero_feature():
     c = 1.0
     net, gsm, opt = _setup(1, clip=c)
