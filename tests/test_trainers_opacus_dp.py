@@ -80,6 +80,13 @@ def test_target_epsilon(splits):
     cfg = DPConfig(epochs=1, batch_size=30, target_epsilon=2.0, accountant="rdp")
     res = train_dp(_model(), splits.pool, config=cfg, seed=0)
     assert 1.9 <= res.epsilon <= 2.0
+    # the same calibration as PrivacyEngine.make_private_with_epsilon
+    model = _model()
+    loader = DataLoader(TensorDataset(torch.as_tensor(splits.pool.x), torch.as_tensor(splits.pool.y)), batch_size=30)
+    _, opt, _ = PrivacyEngine(accountant="rdp").make_private_with_epsilon(
+        module=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), data_loader=loader,
+        target_epsilon=2.0, target_delta=1e-5, epochs=1, max_grad_norm=1.0)
+    assert res.noise_multiplier == pytest.approx(opt.noise_multiplier, rel=1e-9)
     # more noise than a larger target would need
     loose = claimed_epsilon(noise_multiplier=res.noise_multiplier * 0.9, sample_rate=res.sample_rate,
                             steps=res.steps, delta=1e-5, accountant="rdp")
