@@ -32,8 +32,7 @@ def per_sample_sq_norms(inputs: Sequence[torch.Tensor], output_grads: Sequence[t
     """
     total = None
     for a, g in zip(inputs, output_grads):
-        g2 = g.square().sum(-1)
-        term = (a.square().sum(-1) + 1.0) * g2
+        term = (torch.linalg.vecdot(a, a) + 1.0) * torch.linalg.vecdot(g, g)
         total = term if total is None else total + term
     return total
 

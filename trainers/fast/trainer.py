@@ -105,7 +105,8 @@ def _forward_backward(model: StackedMLP, x: torch.Tensor, y: torch.Tensor, mask:
     g.mul_(mask.unsqueeze(-1).to(g.dtype))
     grads = [g]
     for l in range(len(model.weights) - 1, 0, -1):
-        g = torch.bmm(g, model.weights[l]).mul_(inputs[l] > 0)
+        # relu backward: zero where the relu output is 0
+        g = torch.ops.aten.threshold_backward(torch.bmm(g, model.weights[l]), inputs[l], 0)
         grads.append(g)
     grads.reverse()
     return inputs, grads, losses
@@ -173,31 +174,47 @@ class FastDPSGD:
             ``(dW_l: float[K, out, in], db_l: float[K, out], batch_sizes: long[K],
             losses: float[K])``.
         """
+        sizes = self._batch_sizes(mask, rows)
+        gw, gb, losses = self._summed(x, y, mask, rows, scale=None)
+        return gw, gb, sizes, losses
+
+    def _batch_sizes(self, mask: torch.Tensor, rows: Optional[GradientRows]) -> torch.Tensor:
+        sizes = mask.sum(1)
+        if rows is not None and rows.model.numel():
+            rows.validate(self.model.n_models, self.model.shape.n_params)
+            sizes = sizes + torch.bincount(rows.model, minlength=self.model.n_models)
+        return sizes
+
+    def _summed(self, x, y, mask, rows, scale: Optional[torch.Tensor]):
+        """Clipped sum, times ``scale: float[K]`` per model when given (the
+        normalisation folded into the clip weights: one pass fewer over the gradient).
+        Per-batch clipping is applied here only when ``scale`` is None."""
         spec, c_max = self.config.spec, self.config.max_grad_norm
         inputs, grads, losses = _forward_backward(self.model, x, y, mask)
         weights = mask.to(x.dtype)
         if spec.clipping == "per_example":
             norms = per_sample_sq_norms(inputs, grads).sqrt_()
             weights = weights * (c_max / (norms + CLIP_EPS)).clamp_(max=1.0)
+        if scale is not None:
+            weights = weights * scale.unsqueeze(1)
         gw, gb = weighted_grad_sum(inputs, grads, weights)
-        sizes = mask.sum(1)
         if rows is not None and rows.model.numel():
-            rows.validate(self.model.n_models, self.model.shape.n_params)
             values = rows.values.to(x.dtype)
             if spec.clipping == "per_example":
                 values = values * (c_max / (values.norm(dim=1, keepdim=True) + CLIP_EPS)).clamp_(max=1.0)
+            if scale is not None:
+                values = values * scale[rows.model].unsqueeze(1)
             flat = _flat(gw, gb)
             flat.index_put_((rows.model.unsqueeze(1).expand_as(rows.coords), rows.coords), values, accumulate=True)
             gw, gb = _split_flat(self.model.shape, flat)
-            sizes = sizes + torch.bincount(rows.model, minlength=self.model.n_models)
-        if spec.clipping == "per_batch":
-            total = sum(w.square().sum((1, 2)) for w in gw) + sum(b.square().sum(1) for b in gb)
+        if spec.clipping == "per_batch" and scale is None:
+            total = sum(torch.linalg.vecdot(w.flatten(1), w.flatten(1)) for w in gw) + sum(torch.linalg.vecdot(b, b) for b in gb)
             factor = (c_max / (total.sqrt() + CLIP_EPS)).clamp_(max=1.0)
             gw = [w * factor.view(-1, 1, 1) for w in gw]
             gb = [b * factor.view(-1, 1) for b in gb]
         n_real = mask.sum(1)
         mean_loss = (losses * mask).sum(1) / n_real.to(x.dtype)
-        return gw, gb, sizes, mean_loss
+        return gw, gb, mean_loss
 
     def step(
         self,
@@ -224,7 +241,18 @@ class FastDPSGD:
                 f"expected float[{k}, B, d], long[{k}, B], bool[{k}, B]"
             )
         rows = self.hooks.extra_rows(self.steps_done) if self.hooks.extra_rows is not None else None
-        gw, gb, sizes, losses = self.clipped_sum(x, y, mask, rows)
+        sizes = self._batch_sizes(mask, rows)
+        if spec.normalise == "expected":
+            denom = torch.full((k,), float(cfg.expected_batch_size), dtype=x.dtype)
+        else:
+            denom = sizes.clamp(min=1).to(x.dtype)
+        if spec.clipping == "per_batch":
+            # the batch clip needs the unnormalised sum
+            gw, gb, losses = self._summed(x, y, mask, rows, scale=None)
+            gw = [w.div_(denom.view(-1, 1, 1)) for w in gw]
+            gb = [b.div_(denom.view(-1, 1)) for b in gb]
+        else:
+            gw, gb, losses = self._summed(x, y, mask, rows, scale=1.0 / denom)
 
         std = cfg.noise_std
         if std > 0:
@@ -237,16 +265,13 @@ class FastDPSGD:
             if spec.reuse_noise and self._fixed_noise is None:
                 self._fixed_noise = noise
             zw, zb = noise
-            gw = [w.add_(z, alpha=std) for w, z in zip(gw, zw)]
-            gb = [b.add_(z, alpha=std) for b, z in zip(gb, zb)]
-
-        if spec.normalise == "expected":
-            gw = [w.div_(cfg.expected_batch_size) for w in gw]
-            gb = [b.div_(cfg.expected_batch_size) for b in gb]
-        else:
-            denom = sizes.clamp(min=1).to(x.dtype)
-            gw = [w.div_(denom.view(-1, 1, 1)) for w in gw]
-            gb = [b.div_(denom.view(-1, 1)) for b in gb]
+            if spec.normalise == "expected":
+                gw = [w.add_(z, alpha=std / cfg.expected_batch_size) for w, z in zip(gw, zw)]
+                gb = [b.add_(z, alpha=std / cfg.expected_batch_size) for b, z in zip(gb, zb)]
+            else:
+                s_k = std / denom
+                gw = [w.addcmul_(z, s_k.view(-1, 1, 1)) for w, z in zip(gw, zw)]
+                gb = [b.addcmul_(z, s_k.view(-1, 1)) for b, z in zip(gb, zb)]
 
         watched = _flat(gw, gb)[:, self.hooks.watch] if self.hooks.watch is not None else None
         self._sgd_update(gw + gb)
