@@ -103,3 +103,16 @@ def test_loader_errors(tmp_path, monkeypatch, splits):
     (tmp_path / "broken_plugin.py").write_text("import no_such_dependency_abc\n")
     with pytest.raises(InputError, match="no_such_dependency_abc"):
         load_object("broken_plugin:x")
+
+
+def test_file_path_plugins(tmp_path, splits):
+    here = Path(__file__).parent / "plugins_example.py"
+    trainer = load_blackbox_plugin(f"{here}:train")
+    assert trainer.epsilon == 8.0
+    assert trainer.fit(splits.pool.x, splits.pool.y, seed=0).predict_proba(splits.test.x[:4]).shape == (4, 2)
+    assert issubclass(load_optimizer_plugin(f"{here}:ScaledNoiseOptimizer"), torch.optim.Optimizer)
+    with pytest.raises(InputError, match="no such file"):
+        load_object(f"{tmp_path / 'absent.py'}:train")
+    (tmp_path / "bad_syntax.py").write_text("def train(:\n")
+    with pytest.raises(InputError, match="syntax error"):
+        load_object(f"{tmp_path / 'bad_syntax.py'}:train")

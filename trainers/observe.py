@@ -186,6 +186,10 @@ def blackbox_trainer(plugin: BlackBoxTrainer) -> ModelTrainer:
     return trainer
 
 
+def _accuracy(trained: TrainedModel, ds: Dataset) -> float:
+    return float((np.asarray(trained.predict_logits(ds.x)).argmax(axis=1) == ds.y).mean())
+
+
 def observe_models(
     run,
     trainer: ModelTrainer,
@@ -224,9 +228,8 @@ def observe_models(
         trained = trainer(train, seed=model_seed)
         outputs = observe_outputs(trained.predict_logits, records.x, augment=augment, defence=defence)
         run.append(keep=keep[k], logits=outputs)
-        train_acc = float((outputs[keep[k], 0].argmax(axis=1) == train.y).mean())
-        test_acc = None
-        if test is not None and len(test):
-            test_acc = float((np.asarray(trained.predict_logits(test.x)).argmax(axis=1) == test.y).mean())
+        # utility of the model itself, not of its (possibly defended) outputs
+        train_acc = _accuracy(trained, train)
+        test_acc = _accuracy(trained, test) if test is not None and len(test) else None
         out.append(ModelRecord(k, len(train), train_acc, test_acc, trained.epsilon, trained.delta))
     return tuple(out)

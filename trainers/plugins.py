@@ -24,6 +24,10 @@ Black-box: a training function and its claim (:func:`load_blackbox_plugin`).
     or passed to the loader (``epsilon=``, ``delta=``; these override the module's).
     Outputs are checked at query time: finite, non-negative, rows summing to 1.
 
+The module part is either an importable dotted name (on ``sys.path``/``PYTHONPATH``) or
+a path to a ``.py`` file, e.g. ``./my_plugins.py:train``; a file is imported as module
+``dpaudit_plugin_<stem>``.
+
 Every failure (malformed path, missing module or attribute, wrong type or signature, bad
 claim) raises :class:`audit.errors.InputError` naming the path and what was expected.
 """
@@ -32,9 +36,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 import inspect
 import math
 import re
+import sys
+from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable
 
 import numpy as np
@@ -42,29 +50,63 @@ from opacus.optimizers import DPOptimizer
 
 from audit.errors import InputError
 
-_PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+_ATTR = r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*"
+_PATH = re.compile(rf"^{_ATTR}:{_ATTR}$")
+_FILE_PATH = re.compile(rf"^[^:]+\.py:{_ATTR}$")
 _OPACUS_KWARGS = dict(
     noise_multiplier=1.0, max_grad_norm=1.0, expected_batch_size=1, loss_reduction="mean",
     generator=None, secure_mode=False,
 )
 
 
-def load_object(path: str) -> Any:
-    """Import ``package.module:Name`` (``Name`` may be dotted, e.g. ``Class.attr``) and return it."""
+def _split(path: Any) -> tuple[str, str]:
+    if isinstance(path, str) and _FILE_PATH.match(path):
+        module, attr = path.rsplit(":", 1)
+        return module, attr
     if not isinstance(path, str) or not _PATH.match(path):
-        raise InputError(f"plugin path {path!r} is malformed; expected 'package.module:Name'")
-    module_name, attr = path.split(":")
+        raise InputError(f"plugin path {path!r} is malformed; expected 'package.module:Name' or 'file.py:Name'")
+    module, attr = path.split(":")
+    return module, attr
+
+
+def _import_module(path: str, module_name: str) -> ModuleType:
     try:
-        obj = importlib.import_module(module_name)
+        if module_name.endswith(".py"):
+            file = Path(module_name)
+            if not file.is_file():
+                raise InputError(f"plugin {path!r}: no such file {module_name!r}")
+            spec = importlib.util.spec_from_file_location(f"dpaudit_plugin_{file.stem}", file)
+            module = importlib.util.module_from_spec(spec)
+            # registered as imports are, so dataclasses and typing in the plugin resolve
+            sys.modules[spec.name] = module
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[spec.name]
+                raise
+            return module
+        return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         raise InputError(f"plugin {path!r}: module {exc.name!r} not found ({exc})") from exc
     except ImportError as exc:
         raise InputError(f"plugin {path!r}: importing {module_name!r} failed: {exc}") from exc
+    except SyntaxError as exc:
+        raise InputError(f"plugin {path!r}: {module_name!r} has a syntax error: {exc}") from exc
+
+
+def load_object(path: str) -> Any:
+    """Import ``package.module:Name`` or ``file.py:Name`` (``Name`` may be dotted) and return it."""
+    return _load(path)[1]
+
+
+def _load(path: str) -> tuple[ModuleType, Any]:
+    module_name, attr = _split(path)
+    module = obj = _import_module(path, module_name)
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise InputError(f"plugin {path!r}: {obj.__name__ if hasattr(obj, '__name__') else obj!r} has no attribute {part!r}")
         obj = getattr(obj, part)
-    return obj
+    return module, obj
 
 
 def load_optimizer_plugin(path: str, **extra_kwargs: Any) -> type[DPOptimizer]:
@@ -141,14 +183,13 @@ def _check_claim(path: str, epsilon: Any, delta: Any) -> tuple[float, float]:
 
 def load_blackbox_plugin(path: str, *, epsilon: float | None = None, delta: float | None = None) -> BlackBoxTrainer:
     """Load a black-box training function and its claim (arguments override module constants)."""
-    fn = load_object(path)
+    module, fn = _load(path)
     if not callable(fn) or isinstance(fn, type):
         raise InputError(f"plugin {path!r} is {fn!r}; expected a function train(x, y, *, seed)")
     try:
         inspect.signature(fn).bind(np.zeros((1, 1)), np.zeros(1), seed=0)
     except TypeError as exc:
         raise InputError(f"plugin {path!r}: signature {inspect.signature(fn)} cannot be called as train(x, y, seed=...)") from exc
-    module = importlib.import_module(path.split(":")[0])
     eps = epsilon if epsilon is not None else getattr(module, "CLAIMED_EPSILON", None)
     dlt = delta if delta is not None else getattr(module, "CLAIMED_DELTA", None)
     eps, dlt = _check_claim(path, eps, dlt)

@@ -24,7 +24,6 @@ cross-checked.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Callable, Mapping
 
 import torch
@@ -34,7 +33,7 @@ from torch import nn
 
 from audit.errors import InputError
 from trainers.data import Dataset
-from trainers.opacus_dp import DPConfig, DPResult, train_dp
+from trainers.opacus_dp import DPConfig, DPResult, sample_rate_and_steps, train_dp
 
 CLIP_EPS = 1e-6  # Opacus' denominator guard in min(1, C / (||g|| + 1e-6))
 
@@ -228,7 +227,7 @@ def train_faulty(
     (accounted) sample rate, as the faulty code would.
     """
     variant = get_variant(name)
-    q_true = 1.0 / math.ceil(len(train) / config.batch_size) if len(train) else 1.0
+    q_true, _ = sample_rate_and_steps(max(len(train), 1), config.batch_size)
     rate = None if variant.accounting_rate_factor == 1.0 else q_true * variant.accounting_rate_factor
     return train_dp(
         model, train, config=config, seed=seed, test=test, optimizer_class=variant.optimizer_class,
