@@ -153,3 +153,12 @@ def test_empty_poisson_batches_still_step(splits):
     res = train_dp(_model(), tiny, config=cfg, seed=0, optimizer_class=_Recording, optimizer_kwargs={"tag": "e"})
     assert res.steps == 20 and 0 in res.optimizer.batch_sizes
     assert all(torch.isfinite(p).all() for p in res.model.parameters())
+
+
+def test_functorch_mode_matches_hooks(splits):
+    import dataclasses
+
+    cfg = DPConfig(epochs=1, batch_size=30, noise_multiplier=1.0)
+    hooks = train_dp(_model(), splits.pool, config=cfg, seed=4)
+    func = train_dp(_model(), splits.pool, config=dataclasses.replace(cfg, grad_sample_mode="functorch"), seed=4)
+    np.testing.assert_allclose(_flat(func.model).numpy(), _flat(hooks.model).numpy(), rtol=1e-4, atol=1e-6)
