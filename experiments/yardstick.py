@@ -319,10 +319,11 @@ For comparison, the reference figures quoted in the issue for a simulation of th
 δ = 1e-5, q = 0.01, T = 1000, 5 seeds; the issue does not say which guess-count rule it used) were
 0.9 (0.5 to 1.5) at ε = 4, 1.6 (1.1 to 2.2) at ε = 8 and 2.6 at ε = 16 with the likelihood-ratio
 score, and 0.36 at ε = 8 with the plain sum. Our bound pays for a valid search over guess counts, so it
-may be slightly lower. The gap between the bound and the claimed ε is the price of one run with
-m = {n_canaries} canaries, not slack in DP-SGD: these canaries are the worst case.
+may be slightly lower. These canaries see every iterate and no real gradient interferes with them, so
+the gap between the bound and the claimed ε is mostly the price of a one-run audit with m = {n_canaries} canaries
+(Steinke, Nasr & Jagielski 2023, Section 7, see the same gap), not slack in the accountant.
 
-Reproduce: `python -m experiments.yardstick --seeds {seeds}{"" if opacus else " --no-opacus"}` ({seconds:.0f} s on one CPU core).
+Reproduce: `python -m experiments.yardstick --seeds {seeds}{"" if opacus else " --no-opacus"}` ({seconds:.0f} s wall-clock, single-threaded torch, on a 2-core machine shared with other jobs).
 """
 
 
