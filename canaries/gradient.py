@@ -132,13 +132,13 @@ def _check_members(members, n_canaries: int) -> np.ndarray:
 
 
 def _check_rate(sample_rate) -> float:
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float)) or not 0.0 < sample_rate <= 1.0:
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float, np.integer, np.floating)) or not 0.0 < sample_rate <= 1.0:
         raise InputError(f"sample_rate={sample_rate!r}: expected a probability in (0, 1]")
     return float(sample_rate)
 
 
 def _check_factor(norm_factor) -> float:
-    if isinstance(norm_factor, bool) or not isinstance(norm_factor, (int, float)) or not 0.0 < norm_factor < math.inf:
+    if isinstance(norm_factor, bool) or not isinstance(norm_factor, (int, float, np.integer, np.floating)) or not 0.0 < norm_factor < math.inf:
         raise InputError(f"norm_factor={norm_factor!r}: expected a finite number > 0")
     return float(norm_factor)
 
