@@ -143,3 +143,17 @@ def test_user_data_errors(tmp_path, table):
     np.savez(obj, a=np.array([1, "x", None], dtype=object), lab=np.array([0, 1, 0]))
     with pytest.raises(InputError, match="pickled objects"):
         data.load_user_data(obj, features=["a"], label="lab")
+
+
+def test_user_data_all_other_columns(tmp_path, table):
+    path = tmp_path / "t.csv"
+    table[["a", "lab", "b"]].to_csv(path, index=False)
+    ds = data.load_user_data(path, features=None, label="lab", standardise_features=False)
+    assert ds.feature_names == ("a", "b")
+    np.testing.assert_array_equal(ds.x, table[["a", "b"]].to_numpy(np.float32))
+    with pytest.raises(InputError, match=r"missing columns \['nolabel'\]"):
+        data.load_user_data(path, features=None, label="nolabel")
+    only = tmp_path / "only.npz"
+    np.savez(only, lab=np.array([0, 1]))
+    with pytest.raises(InputError, match="no feature columns"):
+        data.load_user_data(only, features=None, label="lab")

@@ -63,7 +63,7 @@ def test_seed_determinism(splits):
 
 def test_prv_matches_exact_gaussian_composition():
     # q = 1: T Gaussian steps with noise sigma compose to a Gaussian mechanism with
-    # mu = sqrt(T) / sigma, whose exact delta(eps) is Balle & Wang (ICML 2018), Thm. 8:
+    # mu = sqrt(T) / sigma, whose exact delta(eps) is Balle & Wang (ICML 2018, analytic Gaussian mechanism):
     # delta = Phi(-eps/mu + mu/2) - e^eps Phi(-eps/mu - mu/2).
     sigma, steps, delta = 2.0, 4, 1e-5
     mu = np.sqrt(steps) / sigma

@@ -203,8 +203,8 @@ register_loader("purchase", make_purchase)
 register_loader("digits", _load_digits)
 
 
-def _read_columns(path: Path, names: list[str]) -> dict[str, np.ndarray]:
-    """Read the named columns of a CSV, Parquet or NPZ file as 1-d arrays."""
+def _read_columns(path: Path, names: list[str] | None) -> dict[str, np.ndarray]:
+    """Read the named columns (all with ``names=None``) of a CSV, Parquet or NPZ file as 1-d arrays."""
     suffix = path.suffix.lower()
     if suffix == ".npz":
         try:
@@ -212,6 +212,7 @@ def _read_columns(path: Path, names: list[str]) -> dict[str, np.ndarray]:
         except (ValueError, OSError) as exc:
             raise InputError(f"{path}: not a readable .npz file ({exc})") from exc
         with archive:
+            names = list(archive.files) if names is None else names
             missing = [c for c in names if c not in archive.files]
             if missing:
                 raise InputError(f"{path}: missing columns {missing}; file has {archive.files}")
@@ -234,6 +235,7 @@ def _read_columns(path: Path, names: list[str]) -> dict[str, np.ndarray]:
             raise InputError(f"{path}: unsupported extension {suffix!r}; expected .csv, .parquet or .npz")
     except pd.errors.EmptyDataError as exc:
         raise InputError(f"{path}: file is empty; expected a header and rows") from exc
+    names = [str(c) for c in frame.columns] if names is None else names
     missing = [c for c in names if c not in frame.columns]
     if missing:
         raise InputError(f"{path}: missing columns {missing}; file has {list(frame.columns)}")
@@ -243,25 +245,33 @@ def _read_columns(path: Path, names: list[str]) -> dict[str, np.ndarray]:
 def load_user_data(
     path: str | os.PathLike,
     *,
-    features: Sequence[str],
+    features: Sequence[str] | None,
     label: str,
     standardise_features: bool = True,
     name: str | None = None,
 ) -> Dataset:
     """Load a user's table: ``features`` columns -> ``x: float32[n, d]``, ``label`` -> ``y``.
 
+    ``features=None`` takes every column except ``label``, in file order.
+
     Labels may be integers or strings; they are encoded as indices into their sorted
     unique values. Raises :class:`InputError` for a missing file or column, an empty table,
     NaN or non-numeric features, missing labels, or fewer than two classes.
     """
     path = Path(path)
-    if isinstance(features, str) or len(features) == 0:
-        raise InputError(f"features={features!r}; expected a non-empty list of column names")
+    if features is not None and (isinstance(features, str) or len(features) == 0):
+        raise InputError(f"features={features!r}; expected a non-empty list of column names or None")
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise InputError(f"{path}: file is empty; expected a header and rows")
-    columns = _read_columns(path, [*features, label])
+    columns = _read_columns(path, None if features is None else [*features, label])
+    if label not in columns:
+        raise InputError(f"{path}: missing columns {[label]}; file has {list(columns)}")
+    if features is None:
+        features = [c for c in columns if c != label]
+        if not features:
+            raise InputError(f"{path}: no feature columns besides label {label!r}")
     n = len(columns[label])
     if n == 0:
         raise InputError(f"{path}: table has no rows")

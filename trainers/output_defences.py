@@ -3,9 +3,10 @@
 These change what an attacker observes, not the trained weights:
 
 - temperature scaling: ``softmax(logits / T)``;
-- top-k: keep the k largest probabilities, zero the rest (Shokri et al., S&P 2017, Sec. VII,
-  "restrict the prediction vector to top k classes");
-- rounding: round probabilities to ``d`` decimals (same section, "coarsen precision");
+- top-k: keep the k largest probabilities, zero the rest (Shokri et al., "Membership Inference Attacks
+  against Machine Learning Models", S&P 2017, mitigation: restrict the prediction vector
+  to the top k classes);
+- rounding: round probabilities to ``d`` decimals (same paper: coarsen the precision);
 - label-only: reveal only the arg-max label, as a one-hot vector (Choquette-Choo et al.,
   "Label-Only Membership Inference Attacks", ICML 2021).
 

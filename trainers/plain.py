@@ -4,7 +4,7 @@ Training-time defences (all in :class:`PlainConfig`): weight decay (L2 penalty a
 gradient by the torch optimizer), dropout (a model option, see ``trainers.models``),
 early stopping on a validation set (stop after ``patience`` epochs without a lower
 validation loss and restore the best weights), label smoothing (Szegedy et al., "Rethinking
-the Inception Architecture", CVPR 2016, Sec. 7), and knowledge distillation
+the Inception Architecture", CVPR 2016), and knowledge distillation
 (:func:`train_distilled`; Hinton et al., "Distilling the Knowledge in a Neural Network",
 2015: the student minimises ``T^2 * CE(softmax(z_teacher / T), softmax(z_student / T))`` on
 reference data the teacher labels, so it never sees the private labels; used as a
@@ -195,7 +195,7 @@ def train_distilled(
     test: Dataset | None = None,
     val: Dataset | None = None,
 ) -> TrainResult:
-    """Knowledge distillation (Hinton et al. 2015, Sec. 2): fit ``student`` to the teacher's soft labels.
+    """Knowledge distillation (Hinton, Vinyals & Dean 2015): fit ``student`` to the teacher's soft labels.
 
     transfer_x: float32[m, ...] reference/population records (no private labels used).
     teacher_logits: float[m, classes] the teacher's logits on ``transfer_x``

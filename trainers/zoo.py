@@ -8,13 +8,14 @@ variant *claims* the epsilon the correct algorithm would get: the accountant rec
 nominal noise multiplier and sample rate; only ``accountant_rate_10x_small`` hands it a
 wrong rate, which is its bug. An auditor that finds no violation for a variant lacks power.
 
-The bugs are taken from real ones reported in the auditing literature: missing or
-misplaced clipping and mis-scaled noise (Tramèr et al., "Debugging Differential Privacy: A
-Case Study for Privacy Auditing", 2022; Nasr et al., "Tight Auditing of Differentially
-Private Machine Learning", USENIX Security 2023), shuffling accounted as Poisson sampling
-(Chua et al., "How Private are DP-SGD Implementations?", ICML 2024), and normalising by the
-realised batch size (Lebeda et al., "Avoiding Pitfalls for Privacy Accounting of
-Subsampled Mechanisms under Composition", 2024).
+The bugs are of the kinds privacy auditing is meant to catch (Tramèr et al., "Debugging
+Differential Privacy: A Case Study for Privacy Auditing", 2022, audits an implementation
+with such a bug; Nasr et al., "Tight Auditing of Differentially Private Machine Learning",
+USENIX Security 2023). Fixed shuffled batches accounted as Poisson sampling is studied by
+Chua et al., "How Private are DP-SGD Implementations?", ICML 2024, and by Lebeda et al.,
+"Avoiding Pitfalls for Privacy Accounting of Subsampled Mechanisms under Composition",
+2024. Dividing by the realised Poisson batch size makes the update depend on whether the
+target record was sampled beyond its clipped contribution, which the accountant ignores.
 
 Names shared with ``trainers.fast.spec.FAULTS`` mean the same step there (e.g.
 ``per_batch_clipping`` clips the *summed* batch gradient to C), so the two trainers can be
