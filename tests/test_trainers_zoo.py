@@ -195,3 +195,31 @@ def test_gradient_canaries_plug_in_and_expose_clipping_bug(pool):
     for name in ("no_clipping", "partial_clipping"):  # slots are 1-d, so partial clipping skips them
         present, _ = readings(name)
         assert present.min() > 100.0  # the canary's norm 1000 C passes unclipped
+
+
+def test_one_run_canary_audit_flags_planted_bugs():
+    """End to end: a one-run Dirac-canary audit (Steinke, Nasr & Jagielski 2023) of Opacus DP-SGD
+    finds no violation for the correct optimizer and a violation for two planted bugs."""
+    from canaries.gradient import CanarySlots, GradientCanaries, with_canaries
+
+    from audit.stats.one_run import epsilon_one_run_from_scores
+    from trainers.opacus_dp import sample_rate_and_steps
+
+    pool = split_dataset(load_dataset("fair", seed=0), pool=500, population=0, test=0, seed=0).pool
+    cfg = DPConfig(epochs=5, batch_size=50, lr=0.1, noise_multiplier=3.0, max_grad_norm=4.0)
+    q, _ = sample_rate_and_steps(len(pool), cfg.batch_size)
+    members = np.random.default_rng(0).random(1000) < 0.5
+    bounds = {}
+    for name in ("correct", "no_clipping", "noise_divided_by_batch_twice"):
+        model = _model()
+        model.canary_slots = CanarySlots(1000)
+        can = GradientCanaries.dirac(model.canary_slots.slots[0], sample_rate=q, members=members)
+        res = zoo.train_faulty(name, model, pool, config=cfg, seed=1, prepare_optimizer=lambda o: with_canaries(
+            o, can, generator=torch.Generator().manual_seed(2)))
+        scores = res.optimizer.canary_observations().likelihood_ratio
+        bounds[name] = (epsilon_one_run_from_scores(scores, members, delta=1e-5).value, res.epsilon)
+    eps_lb, claimed = bounds["correct"]
+    assert eps_lb <= claimed
+    for name in ("no_clipping", "noise_divided_by_batch_twice"):
+        eps_lb, claimed = bounds[name]
+        assert eps_lb > claimed + 1.0, (name, bounds)
