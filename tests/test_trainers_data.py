@@ -13,6 +13,8 @@ def test_registry_lists_shipped_datasets():
     assert {"randhie", "fair", "purchase", "digits"} <= set(data.LOADERS)
     with pytest.raises(InputError, match="unknown dataset 'nope'"):
         data.load_dataset("nope", seed=0)
+    with pytest.raises(InputError, match=r"dataset 'fair' got size options \['rows'\]; expected some of \['n'\]"):
+        data.load_dataset("fair", seed=0, rows=10)
 
 
 def test_randhie_labels_are_binned_mdvis():

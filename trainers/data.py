@@ -30,6 +30,7 @@ from a seed.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 from pathlib import Path
 from typing import Callable, Sequence
@@ -109,7 +110,13 @@ def load_dataset(name: str, *, seed: int, **size) -> Dataset:
     """
     if name not in LOADERS:
         raise InputError(f"unknown dataset {name!r}; expected one of {sorted(LOADERS)}")
-    return LOADERS[name](seed=seed, **size)
+    loader = LOADERS[name]
+    try:
+        inspect.signature(loader).bind(seed=seed, **size)
+    except TypeError as exc:
+        accepted = [p for p in inspect.signature(loader).parameters if p != "seed"]
+        raise InputError(f"dataset {name!r} got size options {sorted(size)}; expected some of {accepted}") from exc
+    return loader(seed=seed, **size)
 
 
 def standardise(x: np.ndarray) -> np.ndarray:
