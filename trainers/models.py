@@ -10,6 +10,7 @@ that the same seed gives the same weights without touching the global RNG.
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Callable, Sequence
 
@@ -122,10 +123,11 @@ def build_model(name: str, in_shape: Sequence[int], n_classes: int, *, generator
     if not 0.0 <= float(kw.get("dropout", 0.0)) < 1.0:
         raise InputError(f"dropout={kw['dropout']!r}; expected a probability in [0, 1)")
     try:
-        # layer constructors draw a throw-away init from the global RNG; keep it unchanged
-        with torch.random.fork_rng(devices=[]):
-            model = MODELS[name](in_shape, n_classes, **kw)
+        inspect.signature(MODELS[name]).bind(in_shape, n_classes, **kw)
     except TypeError as exc:
         raise InputError(f"model {name!r} does not accept {sorted(kw)}: {exc}") from exc
+    # layer constructors draw a throw-away init from the global RNG; keep it unchanged
+    with torch.random.fork_rng(devices=[]):
+        model = MODELS[name](in_shape, n_classes, **kw)
     reset_parameters(model, generator)
     return model
