@@ -87,6 +87,21 @@ def test_flat_offsets_and_flops():
     assert shape.matmul_flops_per_example() == 2 * (2 * (153600 + 25600) + 25600)
 
 
+def test_flat_coordinates_index_parameters_to_vector():
+    shape = MLPShape((4, 3, 2))
+    model = StackedMLP.init(shape, [torch.Generator().manual_seed(0)])
+    flat = model.flat()[0]
+    assert flat[shape.weight_coord(0, 2, 3)] == model.weights[0][0, 2, 3]
+    assert flat[shape.weight_coord(1, 1, 0)] == model.weights[1][0, 1, 0]
+    assert flat[shape.bias_coord(0, 2)] == model.biases[0][0, 2]
+    assert flat[shape.bias_coord(1, 1)] == model.biases[1][0, 1]
+    assert shape.bias_coord(1, 1) == shape.n_params - 1
+    with pytest.raises(InputError, match="layer=2"):
+        shape.weight_coord(2, 0, 0)
+    with pytest.raises(InputError, match="col"):
+        shape.weight_coord(0, 0, 4)
+
+
 @pytest.mark.parametrize("widths", [(3,), (3, 0), (2, 2.5), ()])
 def test_bad_widths_are_rejected(widths):
     with pytest.raises(InputError, match="widths"):

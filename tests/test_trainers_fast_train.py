@@ -149,3 +149,30 @@ def test_bad_inputs_are_rejected():
         t.step(torch.zeros(1, 2, 10), torch.zeros(1, 2, dtype=torch.long), torch.ones(1, 2, dtype=torch.bool), noise_generators=_fresh((1,)))
     with pytest.raises(InputError, match="watch"):
         FastDPSGD(StackedMLP.init(SHAPE, _fresh((1,))), CFG, StepHooks(watch=torch.tensor([SHAPE.n_params])))
+
+
+def test_documented_dirac_canary_example_runs():
+    """The example in trainers/fast/hooks.py, with no noise: each canary coordinate's
+    recorded update is C / expected_batch_size (times the clip factor C / (C + 1e-6))
+    exactly when the canary was drawn into its model's batch, else 0."""
+    x, y, keep = _data()
+    x[:, 9] = 0.0
+    K, m, C, dead_feature = keep.shape[0], 5, 1.0, 9
+    cfg = DPSGDConfig(lr=0.1, max_grad_norm=C, noise_multiplier=0.0, expected_batch_size=8)
+    q = 8 / keep.sum(1).double()
+    canary_in = torch.rand(K, m, generator=torch.Generator().manual_seed(7)) < 0.5
+    canary_gen = torch.Generator().manual_seed(8)
+    drawn = []
+    coords = torch.tensor([[SHAPE.weight_coord(0, j, dead_feature)] for j in range(m)])
+
+    def extra_rows(step):
+        present = (torch.rand(K, m, generator=canary_gen) < q[:, None]) & canary_in
+        drawn.append(present)
+        model, which = present.nonzero(as_tuple=True)
+        return GradientRows(model=model, coords=coords[which], values=torch.full((len(model), 1), C))
+
+    hooks = StepHooks(extra_rows=extra_rows, watch=coords[:, 0])
+    res = train(x, y, keep, SHAPE, cfg, steps=40, generator=torch.Generator().manual_seed(0), hooks=hooks)
+    expected = torch.stack(drawn).float() * (C / 8) * (C / (C + 1e-6))
+    torch.testing.assert_close(res.watched, expected)
+    assert torch.stack(drawn).any() and not torch.stack(drawn).all()

@@ -55,6 +55,25 @@ class MLPShape:
             at += o * i + o
         return offsets
 
+    def weight_coord(self, layer: int, row: int, col: int) -> int:
+        """Flat coordinate of ``W_layer[row, col]`` (layers count from 0)."""
+        o, i = self._check_layer(layer)
+        if not (0 <= row < o and 0 <= col < i):
+            raise InputError(f"(row, col)=({row}, {col}): expected row in [0, {o}) and col in [0, {i}) for layer {layer}")
+        return self.flat_offsets()[layer][0] + row * i + col
+
+    def bias_coord(self, layer: int, row: int) -> int:
+        """Flat coordinate of ``b_layer[row]`` (layers count from 0)."""
+        o, _ = self._check_layer(layer)
+        if not 0 <= row < o:
+            raise InputError(f"row={row}: expected row in [0, {o}) for layer {layer}")
+        return self.flat_offsets()[layer][1] + row
+
+    def _check_layer(self, layer: int) -> tuple[int, int]:
+        if not 0 <= layer < len(self.layer_shapes):
+            raise InputError(f"layer={layer}: expected a layer index in [0, {len(self.layer_shapes)})")
+        return self.layer_shapes[layer]
+
     def matmul_flops_per_example(self) -> int:
         """Multiply-add FLOPs (2 per MAC) of one DP-SGD example: forward, input
         gradients of every layer but the first, and weight gradients.

@@ -15,7 +15,21 @@ training run", Sec. 5) needs from the trainer:
   plain SGD this is ``-(theta_{t+1} - theta_t) / lr``.
 
 Flat coordinates are indices into one model's parameter vector in
-:meth:`~trainers.fast.ensemble.StackedMLP.flat` order.
+:meth:`~trainers.fast.ensemble.StackedMLP.flat` order
+(:meth:`~trainers.fast.ensemble.MLPShape.weight_coord` and ``bias_coord`` compute them).
+
+Example: Dirac canaries on the weights from an input feature that is always 0, each in
+model k's batch with the real records' rate ``q_k`` (the caller's own generator)::
+
+    coords = torch.tensor([[shape.weight_coord(0, j, dead_feature)] for j in range(m)])
+    def extra_rows(step):
+        present = (torch.rand(K, m, generator=canary_gen) < q[:, None]) & canary_in[:, :]
+        model, which = present.nonzero(as_tuple=True)
+        return GradientRows(model=model, coords=coords[which],
+                            values=torch.full((len(model), 1), C))
+    hooks = StepHooks(extra_rows=extra_rows, watch=coords[:, 0])
+    result = train(x, y, keep, shape, config, steps=T, generator=g, hooks=hooks)
+    result.watched   # float[T, K, m]: the noisy update of every canary coordinate
 """
 
 from __future__ import annotations
