@@ -16,7 +16,7 @@ keeps the bound valid even where the delta term makes p non-monotone).
 
 from __future__ import annotations
 
-import math
+import functools
 
 import numpy as np
 from scipy import optimize, special, stats
@@ -104,6 +104,14 @@ def epsilon_one_run_value(m: int, r: int, v: int, *, delta: float, significance:
     return _first_crossing(m, r, v, delta, significance)
 
 
+@functools.lru_cache(maxsize=256)
+def design_power(m: int, guesses: tuple[int, ...], significances: tuple[float, ...], delta: float) -> float:
+    """The largest bound a design can show: every guess right, best member of the family."""
+    return max(
+        epsilon_one_run_value(m, r, r, delta=delta, significance=sig) for r, sig in zip(guesses, significances)
+    )
+
+
 def epsilon_one_run(m: int, r: int, v: int, *, delta: float, confidence: float = 0.95) -> EpsilonResult:
     """One-run epsilon lower bound from counts (Steinke, Nasr & Jagielski 2023, Theorem 5.2).
 
@@ -179,10 +187,7 @@ def epsilon_one_run_from_scores(
         if eps > best_eps:
             best_eps, best = eps, (k_plus, k_minus, made, correct)
 
-    power = max(
-        epsilon_one_run_value(m, kp + km, kp + km, delta=delta, significance=alpha * w)
-        for (kp, km), w in zip(family, weights)
-    )
+    power = design_power(m, tuple(kp + km for kp, km in family), tuple(alpha * w for w in weights), delta)
     details = {
         "canaries": m,
         "members": int(members.sum()),
