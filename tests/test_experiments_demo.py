@@ -14,3 +14,11 @@ def test_demo_scores_correct_and_buggy(tmp_path):
         with np.load(path, allow_pickle=False) as data:
             bounds[name] = epsilon_one_run_from_scores(data["scores"], data["members"], delta=1e-5).value
     assert bounds["correct"] < 2.0 < bounds["buggy"]
+
+
+def test_one_run_vs_hull_quick(capsys):
+    from experiments.one_run_vs_hull import main as compare
+
+    assert compare(["--quick"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert len(rows) == 8

@@ -142,3 +142,13 @@ def test_bonferroni_over_fixed_thresholds():
 def test_bad_scores(scores, members):
     with pytest.raises(InputError):
         epsilon_one_run_from_scores(scores, members, delta=1e-5)
+
+
+def test_search_family_depends_on_m_only():
+    family = GuessSearch().family(1000)
+    assert family == GuessSearch().family(1000)
+    assert (500, 500) in family  # guess everything, two-sided
+    assert all(kp + km <= 1000 for kp, km in family)
+    assert all(2 * kp <= 1000 for kp, km in family if km == 0)  # no hopeless top-only guesses
+    weights = GuessSearch(full_share=0.4).weights(1000)
+    assert weights[family.index((500, 500))] == pytest.approx(0.4) and sum(weights) == pytest.approx(1.0)

@@ -27,44 +27,57 @@ from audit.errors import InputError
 
 @dataclasses.dataclass(frozen=True)
 class GuessSearch:
-    """Bonferroni over a geometric grid of guess counts, fixed by the number of canaries.
+    """Bonferroni over guess counts on a geometric grid fixed by the number of canaries m.
+
+    The family: for each r on the grid (``min_guesses``, ``min_guesses * ratio``, ..., m),
+    guess the top r as members (only while r <= m / 2: guessing more than half of the
+    canaries as members forces wrong guesses) and, when ``two_sided``, the top ceil(r/2)
+    as members and the bottom floor(r/2) as non-members. Guessing every canary
+    two-sided (the choice that catches a broken implementation) gets ``full_share`` of
+    the significance level; the other members share the rest equally.
 
     Attributes:
-      ratio: spacing of the grid of total guess counts r (1, ratio, ratio^2, ..., m).
-      two_sided: also try guessing half of r as members (top) and half as non-members
-        (bottom), beside guessing all r as members.
+      ratio: spacing of the grid of guess counts.
+      two_sided: include the top-and-bottom guesses.
+      min_guesses: the smallest guess count tried.
+      full_share: share of 1 - confidence for guessing all m canaries (two-sided only).
     """
 
     ratio: float = 2.0
     two_sided: bool = True
-    two_sided_share: float = 0.5
+    min_guesses: int = 1
+    full_share: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.ratio > 1.0:
             raise InputError(f"ratio={self.ratio!r}: expected a number > 1")
+        if isinstance(self.min_guesses, bool) or not isinstance(self.min_guesses, int) or self.min_guesses < 1:
+            raise InputError(f"min_guesses={self.min_guesses!r}: expected an integer >= 1")
+        if not 0.0 <= self.full_share < 1.0:
+            raise InputError(f"full_share={self.full_share!r}: expected a number in [0, 1)")
 
     def family(self, m: int) -> list[tuple[int, int]]:
         counts = {m}
-        r = 1.0
+        r = float(min(self.min_guesses, m))
         while r < m:
             counts.add(int(round(r)))
             r *= self.ratio
         pairs: list[tuple[int, int]] = []
         for r in sorted(counts):
-            pairs.append((r, 0))
+            if 2 * r <= m:
+                pairs.append((r, 0))
             if self.two_sided and r >= 2:
                 pairs.append(((r + 1) // 2, r // 2))
-        return pairs
+        return pairs or [(1, 0)]
 
     def weights(self, m: int) -> list[float]:
         """Share of the significance level given to each member of :meth:`family` (sums to 1)."""
         pairs = self.family(m)
-        n_both = sum(1 for _, km in pairs if km > 0)
-        n_top = len(pairs) - n_both
-        if n_both == 0:
-            return [1.0 / n_top] * n_top
-        share = self.two_sided_share
-        return [share / n_both if km > 0 else (1 - share) / n_top for _, km in pairs]
+        full = ((m + 1) // 2, m // 2)
+        if not self.two_sided or self.full_share == 0.0 or full not in pairs or len(pairs) == 1:
+            return [1.0 / len(pairs)] * len(pairs)
+        rest = (1.0 - self.full_share) / (len(pairs) - 1)
+        return [self.full_share if pair == full else rest for pair in pairs]
 
 
 @dataclasses.dataclass(frozen=True)
