@@ -12,7 +12,7 @@ from experiments import bench_trainers as bench
 
 TINY = bench.BenchConfig(
     n_models=2, widths=(20, 8, 5), n_records=200, expected_batch_size=16, rounds=2,
-    fast_steps=2, opacus_steps_per_model=1, hooks_models=1, threads=1,
+    fast_steps=2, hooks_steps=1, hooks_models=1, ghost_steps=1, threads=1,
 )
 
 
