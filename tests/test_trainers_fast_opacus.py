@@ -133,3 +133,17 @@ def test_ghost_mode_matches_too():
     fast.step(x[None], y[None], torch.ones(1, 5, dtype=torch.bool), noise_generators=[torch.Generator().manual_seed(77)])
     ref = torch.nn.utils.parameters_to_vector(model.parameters())
     torch.testing.assert_close(fast.model.flat()[0], ref, rtol=1e-5, atol=1e-5)
+
+
+def test_noise_is_opacus_draws():
+    """Model k's noise is Opacus' _generate_noise from generator k: torch.normal over
+    each parameter's shape, in parameter order."""
+    shape = MLPShape((7, 5, 3))
+    model = StackedMLP.init(shape, [torch.Generator().manual_seed(k) for k in range(3)])
+    cfg = DPSGDConfig(lr=0.1, max_grad_norm=1.0, noise_multiplier=1.0, expected_batch_size=2)
+    zw, zb = FastDPSGD(model, cfg).draw_noise([torch.Generator().manual_seed(100 + k) for k in range(3)])
+    drawn = torch.cat([torch.cat([w.flatten(1), b], 1) for w, b in zip(zw, zb)], 1)
+    for k in range(3):
+        g = torch.Generator().manual_seed(100 + k)
+        ref = torch.cat([torch.normal(0, 1.0, p.shape, generator=g).flatten() for p in shape.module().parameters()])
+        assert torch.equal(drawn[k], ref)
