@@ -32,7 +32,8 @@ def per_sample_sq_norms(inputs: Sequence[torch.Tensor], output_grads: Sequence[t
     """
     total = None
     for a, g in zip(inputs, output_grads):
-        term = (torch.linalg.vecdot(a, a) + 1.0) * torch.linalg.vecdot(g, g)
+        # vector_norm is one fused reduction (vecdot multiplies, then sums)
+        term = (torch.linalg.vector_norm(a, dim=-1).square_() + 1.0) * torch.linalg.vector_norm(g, dim=-1).square_()
         total = term if total is None else total + term
     return total
 

@@ -140,6 +140,7 @@ class FastDPSGD:
         self.steps_done = 0
         self._momentum: Optional[list[torch.Tensor]] = None
         self._fixed_noise: Optional[tuple[list[torch.Tensor], list[torch.Tensor]]] = None
+        self._noise_buffer: Optional[tuple[list[torch.Tensor], list[torch.Tensor]]] = None
         if hooks.watch is not None:
             watch = hooks.watch
             if watch.dim() != 1 or watch.dtype != torch.long or (watch.numel() and (watch.min() < 0 or watch.max() >= model.shape.n_params)):
@@ -147,15 +148,18 @@ class FastDPSGD:
                     f"hooks.watch={watch!r}: expected long[J] flat coordinates in [0, {model.shape.n_params})"
                 )
 
-    def draw_noise(self, generators: Sequence[torch.Generator]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def draw_noise(
+        self,
+        generators: Sequence[torch.Generator],
+        out: Optional[tuple[list[torch.Tensor], list[torch.Tensor]]] = None,
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Standard-normal noise ``([float[K, out, in]], [float[K, out]])``; model ``k``
         from ``generators[k]``, parameter by parameter (``W_1, b_1, W_2, ...``), each
         drawn as ``torch.normal`` over that parameter's shape draws it (Opacus
         ``_generate_noise``)."""
         if len(generators) != self.model.n_models:
             raise InputError(f"got {len(generators)} noise generators: expected one per model ({self.model.n_models})")
-        zw = [torch.empty_like(w) for w in self.model.weights]
-        zb = [torch.empty_like(b) for b in self.model.biases]
+        zw, zb = out if out is not None else ([torch.empty_like(w) for w in self.model.weights], [torch.empty_like(b) for b in self.model.biases])
         for k, g in enumerate(generators):
             for w, b in zip(zw, zb):
                 w[k].normal_(0.0, 1.0, generator=g)
@@ -246,6 +250,15 @@ class FastDPSGD:
             denom = torch.full((k,), float(cfg.expected_batch_size), dtype=x.dtype)
         else:
             denom = sizes.clamp(min=1).to(x.dtype)
+        std = cfg.noise_std
+        z = self._standard_noise(noise, noise_generators) if std > 0 else None
+
+        has_rows = rows is not None and rows.model.numel() > 0
+        if not (cfg.momentum or cfg.weight_decay or has_rows or self.hooks.watch is not None or spec.clipping == "per_batch"):
+            losses = self._direct_update(x, y, mask, denom, z, std)
+            self.steps_done += 1
+            return StepOutput(batch_sizes=sizes, losses=losses, watched=None)
+
         if spec.clipping == "per_batch":
             # the batch clip needs the unnormalised sum
             gw, gb, losses = self._summed(x, y, mask, rows, scale=None)
@@ -253,30 +266,56 @@ class FastDPSGD:
             gb = [b.div_(denom.view(-1, 1)) for b in gb]
         else:
             gw, gb, losses = self._summed(x, y, mask, rows, scale=1.0 / denom)
-
-        std = cfg.noise_std
-        if std > 0:
-            if noise is None and spec.reuse_noise and self._fixed_noise is not None:
-                noise = self._fixed_noise
-            if noise is None:
-                if noise_generators is None:
-                    raise InputError("noise_generators=None: expected one generator per model (or explicit noise)")
-                noise = self.draw_noise(noise_generators)
-            if spec.reuse_noise and self._fixed_noise is None:
-                self._fixed_noise = noise
-            zw, zb = noise
-            if spec.normalise == "expected":
-                gw = [w.add_(z, alpha=std / cfg.expected_batch_size) for w, z in zip(gw, zw)]
-                gb = [b.add_(z, alpha=std / cfg.expected_batch_size) for b, z in zip(gb, zb)]
-            else:
-                s_k = std / denom
-                gw = [w.addcmul_(z, s_k.view(-1, 1, 1)) for w, z in zip(gw, zw)]
-                gb = [b.addcmul_(z, s_k.view(-1, 1)) for b, z in zip(gb, zb)]
-
+        if z is not None:
+            s_k = std / denom
+            gw = [w.addcmul_(zz, s_k.view(-1, 1, 1)) for w, zz in zip(gw, z[0])]
+            gb = [b.addcmul_(zz, s_k.view(-1, 1)) for b, zz in zip(gb, z[1])]
         watched = _flat(gw, gb)[:, self.hooks.watch] if self.hooks.watch is not None else None
         self._sgd_update(gw + gb)
         self.steps_done += 1
         return StepOutput(batch_sizes=sizes, losses=losses, watched=watched)
+
+    def _standard_noise(self, noise, generators):
+        """This step's standard-normal noise: explicit, reused, or freshly drawn."""
+        if noise is not None:
+            z = noise
+        elif self.config.spec.reuse_noise and self._fixed_noise is not None:
+            z = self._fixed_noise
+        else:
+            if generators is None:
+                raise InputError("noise_generators=None: expected one generator per model (or explicit noise)")
+            if self.config.spec.reuse_noise:
+                z = self.draw_noise(generators)
+            else:
+                # drawn into one reused buffer: no fresh 4 * K * n_params bytes each step
+                self._noise_buffer = self.draw_noise(generators, out=self._noise_buffer)
+                z = self._noise_buffer
+        if self.config.spec.reuse_noise and self._fixed_noise is None:
+            self._fixed_noise = z
+        return z
+
+    def _direct_update(self, x, y, mask, denom, z, std) -> torch.Tensor:
+        """Plain SGD without momentum, weight decay, hooks or per-batch clipping,
+        written straight into the parameters: ``theta -= lr * std / denom * z`` and
+        ``W -= lr * (c / denom * G)^T A`` as one in-place ``baddbmm`` per layer, so the
+        gradient is never materialised. Same arithmetic as the general path up to
+        float rounding. Returns the mean losses ``float[K]``."""
+        cfg, spec = self.config, self.config.spec
+        inputs, grads, losses = _forward_backward(self.model, x, y, mask)
+        weights = mask.to(x.dtype)
+        if spec.clipping == "per_example":
+            norms = per_sample_sq_norms(inputs, grads).sqrt_()
+            weights = weights * (cfg.max_grad_norm / (norms + CLIP_EPS)).clamp_(max=1.0)
+        weights = (weights / denom.unsqueeze(1)).unsqueeze(-1)
+        if z is not None:
+            s_k = (-cfg.lr * std) / denom
+            for p, zz in zip(self.model.weights + self.model.biases, z[0] + z[1]):
+                p.addcmul_(zz, s_k.view((-1,) + (1,) * (p.dim() - 1)))
+        for w, b, a, g in zip(self.model.weights, self.model.biases, inputs, grads):
+            wg = g * weights
+            w.baddbmm_(wg.transpose(1, 2), a, alpha=-cfg.lr)
+            b.sub_(wg.sum(1), alpha=cfg.lr)
+        return (losses * mask).sum(1) / mask.sum(1).to(x.dtype)
 
     def _sgd_update(self, grads: list[torch.Tensor]) -> None:
         """``torch.optim.SGD`` (dampening 0, no Nesterov) on weights then biases."""
