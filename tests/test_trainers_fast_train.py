@@ -3,6 +3,8 @@ the non-private mode is plain autograd SGD, and the canary hooks."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from torch import nn
@@ -31,12 +33,14 @@ def _fresh(seeds):
     return [torch.Generator().manual_seed(s) for s in seeds]
 
 
-def test_ensemble_equals_single_model_runs():
+@pytest.mark.parametrize("momentum", [0.0, 0.5])
+def test_ensemble_equals_single_model_runs(momentum):
     x, y, keep = _data()
     seeds = (3, 4, 5)
-    together = train(x, y, keep, SHAPE, CFG, steps=12, generator=_fresh(seeds))
+    cfg = replace(CFG, momentum=momentum)
+    together = train(x, y, keep, SHAPE, cfg, steps=12, generator=_fresh(seeds))
     for k, s in enumerate(seeds):
-        alone = train(x, y, keep[k : k + 1], SHAPE, CFG, steps=12, generator=_fresh([s]))
+        alone = train(x, y, keep[k : k + 1], SHAPE, cfg, steps=12, generator=_fresh([s]))
         assert torch.equal(alone.batch_sizes[:, 0], together.batch_sizes[:, k])
         torch.testing.assert_close(alone.model.flat()[0], together.model.flat()[k], rtol=1e-5, atol=1e-6)
     # and the models really differ from each other and from their start
