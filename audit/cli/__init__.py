@@ -20,7 +20,7 @@ from audit.errors import InputError
 
 EXIT_OK, EXIT_VIOLATION, EXIT_BAD_INPUT, EXIT_RUNTIME = 0, 1, 2, 3
 
-_SUBCOMMANDS = ("bound", "attack", "evaluate")
+_SUBCOMMANDS = ("bound", "attack", "evaluate", "run", "gate", "report")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -43,10 +43,11 @@ def main(argv: list[str] | None = None) -> int:
         result = cli.main(args=argv, prog_name="dpaudit", standalone_mode=False)
     except (InputError, click.ClickException) as err:  # click's usage errors included
         text = err.format_message() if isinstance(err, click.ClickException) else str(err)
-        print(f"dpaudit: error: {_one_line(text)}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except click.exceptions.Abort:
-        print("dpaudit: interrupted", file=sys.stderr)
+        kind = "failure" if getattr(err, "exit_code", None) == EXIT_RUNTIME else "error"
+        print(f"dpaudit: {kind}: {_one_line(text)}", file=sys.stderr)
+        return EXIT_RUNTIME if getattr(err, "exit_code", None) == EXIT_RUNTIME else EXIT_BAD_INPUT
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        print("dpaudit: interrupted; finished work is kept (rerun with --resume)", file=sys.stderr)
         return 130
     except click.exceptions.Exit as exc:  # --help, --version
         return exc.exit_code

@@ -1,0 +1,92 @@
+"""Shared by ``dpaudit run`` and ``dpaudit gate``: run, report, log, gate, exit code."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from audit.errors import InputError
+
+EXIT_RUNTIME = 3
+
+
+class RuntimeFailure(click.ClickException):
+    """A failure that is not the user's input (a plugin raising, a crash): exit code 3."""
+
+    exit_code = EXIT_RUNTIME
+
+
+def _warn(message: str) -> None:
+    print(f"dpaudit: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+
+def render(report: dict, run_dir: Path) -> list[Path]:
+    try:
+        from audit.report import render_report
+    except ImportError:  # the renderer is optional for the JSON report
+        return []
+    return list(render_report(report, run_dir))
+
+
+def log_to_mlflow(report: dict, run_dir: Path, files: list[Path]):
+    cfg = report["config"]["mlflow"]
+    if not cfg["enabled"]:
+        return None
+    from audit.tracking import log_audit
+
+    result = log_audit(
+        report,
+        run_dir,
+        tracking_uri=cfg["tracking_uri"] or None,
+        experiment=cfg["experiment"],
+        artifacts=[run_dir / "report.json", *files],
+    )
+    if not result.ok:
+        _warn(f"MLflow logging failed, the local report is kept in {run_dir} (upload later with "
+              f"`dpaudit report {run_dir} --log-to-mlflow`): {result.warning}")
+    return result
+
+
+def execute(config_path: str, overrides, *, resume: bool, progress: bool, gate_model: str | None = None) -> int:
+    from audit.config import load_config
+    from audit.pipeline import run_audit
+
+    config = load_config(config_path, overrides)
+    if gate_model:
+        config = config.model_copy(update={"gate": config.gate.model_copy(update={"model_name": gate_model})})
+    try:
+        report = run_audit(config, resume=resume, progress=progress)
+    except (InputError, click.ClickException):
+        raise
+    except KeyboardInterrupt:
+        raise
+    except Exception as err:  # plugin code, numerical failure: not bad input
+        raise RuntimeFailure(f"audit failed: {type(err).__name__}: {err}") from err
+    run_dir = Path(report["run_dir"])
+    files = render(report, run_dir)
+    logged = log_to_mlflow(report, run_dir, files)
+    exit_code = report["verdict"]["exit_code"]
+    if config.gate.model_name:
+        from audit.tracking import gate_model as gate
+
+        try:
+            result = gate(
+                report,
+                tracking_uri=config.mlflow.tracking_uri or None,
+                model_name=config.gate.model_name,
+                version=config.gate.version or None,
+                alias=config.gate.alias,
+                run_id=getattr(logged, "run_id", None),
+            )
+        except InputError:
+            raise
+        except Exception as err:
+            raise RuntimeFailure(f"gate failed: {type(err).__name__}: {err}") from err
+        click.echo(f"gate: {result}")
+    v = report["verdict"]
+    click.echo(f"{report['name']}: {v['decision']}")
+    click.echo(v["message"])
+    click.echo(f"report: {run_dir / 'report.json'}")
+    return exit_code

@@ -1,0 +1,36 @@
+"""``dpaudit report RUN_DIR...``: render one run, or compare several side by side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command(name="report")
+@click.argument("run_dirs", nargs=-1, required=True, metavar="RUN_DIR...")
+@click.option("--out", default=None, help="Where a comparison of several runs is written (default: ./comparison).")
+@click.option("--log-to-mlflow", is_flag=True, help="Upload the run(s) to MLflow (e.g. after the server was down).")
+def command(run_dirs: tuple[str, ...], out: str | None, log_to_mlflow: bool) -> int:
+    """Render the human report of each RUN_DIR and print a summary table."""
+    from audit.report import compare_reports, load_report, render_report, summary_table
+
+    reports = [load_report(d) for d in run_dirs]
+    for d, report in zip(run_dirs, reports):
+        render_report(report, Path(d))
+    if len(reports) > 1:
+        out_dir = Path(out or "comparison")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for path in compare_reports(reports, out_dir):
+            click.echo(f"wrote {path}")
+    click.echo(summary_table(reports))
+    if log_to_mlflow:
+        from audit.tracking import upload_report
+
+        for d, report in zip(run_dirs, reports):
+            cfg = report["config"]["mlflow"]
+            result = upload_report(Path(d), tracking_uri=cfg["tracking_uri"] or None, experiment=cfg["experiment"])
+            click.echo(f"{d}: " + (f"logged to MLflow run {result.run_id}" if result.ok else f"not logged: {result.warning}"))
+            if not result.ok:
+                return 3
+    return 0

@@ -1,0 +1,204 @@
+"""The audit config: one TOML file, validated strictly (pydantic, unknown keys refused).
+
+Every field is documented in README.md ("Config reference"). ``load_config(path,
+overrides)`` reads the file, applies ``--set section.key=value`` overrides (the value is
+read as a TOML literal, else as a string) and validates; any problem raises
+``InputError`` naming the field and what is allowed.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from audit.errors import InputError
+
+DATASETS = ("fair", "randhie", "purchase", "digits")
+TRAINERS = ("plain", "dp", "zoo", "optimizer-plugin", "blackbox-plugin")
+CANARY_KINDS = ("natural", "mislabeled", "clipbkd", "ood", "gradient")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class DataConfig(_Section):
+    name: str = "fair"
+    path: str = ""
+    features: list[str] = Field(default_factory=list)
+    label: str = ""
+    n: int | None = Field(default=None, ge=1)
+    population: int = Field(default=500, ge=0)
+    test: int = Field(default=1000, ge=0)
+
+    @model_validator(mode="after")
+    def _known(self) -> "DataConfig":
+        if not self.path and self.name not in DATASETS:
+            raise ValueError(f"unknown dataset {self.name!r}; expected one of {', '.join(DATASETS)} or a path")
+        if self.path and not self.label:
+            raise ValueError("path is set but label is empty; expected the label column's name")
+        return self
+
+
+class ModelConfig(_Section):
+    name: Literal["mlp", "logreg", "cnn"] = "mlp"
+    widths: list[int] = Field(default_factory=lambda: [64])
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+
+
+class TrainerConfig(_Section):
+    kind: Literal["plain", "dp", "zoo", "optimizer-plugin", "blackbox-plugin"] = "plain"
+    variant: str = ""
+    plugin: str = ""
+    epochs: int = Field(default=10, ge=1)
+    batch_size: int = Field(default=64, ge=1)
+    lr: float = Field(default=0.1, gt=0.0)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    momentum: float = Field(default=0.0, ge=0.0)
+    weight_decay: float = Field(default=0.0, ge=0.0)
+    label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
+    patience: int = Field(default=0, ge=0, description="early stopping patience in epochs; 0 = off")
+
+    @model_validator(mode="after")
+    def _needs(self) -> "TrainerConfig":
+        if self.kind == "zoo" and not self.variant:
+            raise ValueError("kind = 'zoo' needs variant = a faulty DP-SGD name (see README)")
+        if self.kind.endswith("plugin") and not self.plugin:
+            raise ValueError(f"kind = {self.kind!r} needs plugin = 'package.module:Name'")
+        return self
+
+
+class DPSettings(_Section):
+    noise_multiplier: float | None = Field(default=None, ge=0.0)
+    target_epsilon: float | None = Field(default=None, gt=0.0)
+    max_grad_norm: float = Field(default=1.0, gt=0.0)
+    delta: float = Field(default=1e-5, gt=0.0, lt=1.0)
+    accountant: Literal["prv", "rdp", "gdp"] = "prv"
+    claimed_epsilon: float | None = Field(default=None, gt=0.0, description="stated claim, for plugins")
+
+
+class AuditSettings(_Section):
+    models: int = Field(default=8, ge=1)
+    canaries: int = Field(default=500, ge=1)
+    canary_kind: Literal["natural", "mislabeled", "clipbkd", "ood", "gradient"] = "natural"
+    # lira-online (per-record variances) needs many shadows: with few, a record's single IN
+    # shadow gives sigma_in = 0; the fixed-variance and offline variants are the defaults.
+    attacks: list[str] = Field(
+        default_factory=lambda: ["loss", "calibrated", "lira-online-fixed", "lira-offline", "lira-offline-fixed", "rmia"]
+    )
+    bound_attacks: list[str] = Field(default_factory=lambda: ["lira-offline-fixed"])
+    statistics: list[Literal["likelihood-ratio", "all-iterates", "last-iterate"]] = Field(
+        default_factory=lambda: ["likelihood-ratio"]
+    )
+    fprs: list[float] = Field(default_factory=lambda: [0.1, 0.01, 0.001, 0.0001])
+    augment: Literal["none", "mirror", "shift"] = "none"
+
+
+class MlflowSettings(_Section):
+    enabled: bool = True
+    tracking_uri: str = ""
+    experiment: str = "dpaudit"
+
+
+class GateSettings(_Section):
+    model_name: str = ""
+    version: str = ""
+    alias: str = "dp-audited"
+    max_tpr: float | None = Field(default=None, ge=0.0, le=1.0, description="non-DP risk gate")
+    at_fpr: float = Field(default=0.001, gt=0.0, lt=1.0)
+    attack: str = "lira-offline-fixed"
+
+
+class AuditConfig(_Section):
+    name: str = "audit"
+    seed: int = 0
+    confidence: float = Field(default=0.95, gt=0.0, lt=1.0)
+    output_dir: str = "runs/audit"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    dp: DPSettings = Field(default_factory=DPSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
+    gate: GateSettings = Field(default_factory=GateSettings)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "AuditConfig":
+        private = self.trainer.kind in ("dp", "zoo", "optimizer-plugin")
+        if private and (self.dp.noise_multiplier is None) == (self.dp.target_epsilon is None):
+            raise ValueError("dp: set exactly one of noise_multiplier and target_epsilon for a DP-SGD trainer")
+        if self.audit.canary_kind == "gradient":
+            if not private:
+                raise ValueError(
+                    "audit.canary_kind = 'gradient' needs a DP-SGD trainer (dp, zoo or optimizer-plugin)"
+                )
+        elif self.audit.models < 5:
+            # Leave-one-out needs every canary IN and OUT in at least one shadow of every
+            # target: the K - 1 balanced shadows hold each canary IN (K - 1) // 2 times.
+            raise ValueError("audit.models < 5: a black-box audit needs a target and at least four shadows")
+        for name in self.audit.fprs:
+            if not 0.0 < name < 1.0:
+                raise ValueError(f"audit.fprs has {name!r}; expected numbers in (0, 1)")
+        return self
+
+    @property
+    def mode(self) -> str:
+        """``"dp"`` when training claims an epsilon, else ``"non-dp"`` (a defence comparison)."""
+        if self.trainer.kind == "blackbox-plugin":
+            return "dp" if self.dp.claimed_epsilon is not None else "non-dp"
+        return "non-dp" if self.trainer.kind == "plain" else "dp"
+
+
+def _set(tree: dict, dotted: str, raw: str) -> None:
+    keys = dotted.split(".")
+    if not all(keys):
+        raise InputError(f"--set {dotted}={raw}: expected section.key=value")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    node = tree
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise InputError(f"--set {dotted}: {key!r} is not a section")
+    node[keys[-1]] = value
+
+
+def _first_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    msg = first["msg"].removeprefix("Value error, ")
+    extra = f" (got {first['input']!r})" if first["type"] not in ("extra_forbidden", "value_error", "missing") else ""
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    return f"{where}: {msg}{extra}" if where else f"{msg}{extra}"
+
+
+def parse_config(tree: dict[str, Any], overrides: Sequence[str] = ()) -> AuditConfig:
+    """Validate a config tree (as read from TOML) after ``key=value`` overrides."""
+    tree = dict(tree)
+    for item in overrides:
+        if "=" not in item:
+            raise InputError(f"--set {item}: expected section.key=value")
+        key, raw = item.split("=", 1)
+        _set(tree, key.strip(), raw.strip())
+    try:
+        return AuditConfig.model_validate(tree)
+    except ValidationError as err:
+        raise InputError(f"config: {_first_error(err)}") from None
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> AuditConfig:
+    """Read and validate a TOML config; ``InputError`` for a missing file, bad TOML or a bad field."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"config {path}: no such file")
+    try:
+        tree = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"config {path}: not valid TOML ({err})") from None
+    return parse_config(tree, overrides)

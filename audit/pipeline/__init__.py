@@ -1,0 +1,117 @@
+"""The audit pipeline: one validated config -> train -> observe -> attack -> bound -> verdict.
+
+``run_audit(config, resume=...)`` runs every stage, writes ``report.json`` atomically in
+the run directory, renders the human report, logs to MLflow (a tracking failure is a
+warning, never a lost report) and, with ``[gate] model_name``, tags the registry. The
+``dpaudit run`` and ``dpaudit gate`` commands are thin wrappers around it.
+
+Black-box audits (``audit.canary_kind`` natural, mislabeled, clipbkd, ood) train K models;
+model 0 includes each canary independently with probability 1/2 and is the target of
+the guaranteed one-run bound (Steinke, Nasr & Jagielski 2023), the other K - 1 are its
+shadows. Attack figures (AUC, TPR at low FPR) are pooled leave-one-out over all K.
+White-box audits (``canary_kind = "gradient"``) run DP-SGD once with m Dirac gradient
+canaries and bound epsilon from their per-step readings.
+"""
+
+from __future__ import annotations
+
+import datetime
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import audit
+from audit.config import AuditConfig
+from audit.pipeline import analysis, data, rundir, training, verdict
+
+SCHEMA = "dpaudit.report/1"
+
+
+def _claim(config: AuditConfig, utility: dict[int, dict]) -> dict[str, Any]:
+    if config.mode == "non-dp":
+        return {"epsilon": None, "delta": None, "source": "non-private training"}
+    if config.trainer.kind == "blackbox-plugin":
+        return {"epsilon": config.dp.claimed_epsilon, "delta": config.dp.delta, "source": "stated by the plugin"}
+    eps = utility[0]["epsilon"]
+    source = f"opacus-{config.dp.accountant} accountant"
+    if config.trainer.kind == "zoo":
+        source += f" (claim of zoo variant {config.trainer.variant!r})"
+    return {"epsilon": eps, "delta": config.dp.delta, "source": source}
+
+
+def _utility_summary(utility: dict[int, dict]) -> dict[str, Any]:
+    models = [utility[k] for k in sorted(utility)]
+    tests = [m["test_accuracy"] for m in models if m.get("test_accuracy") is not None]
+    return {
+        "train_accuracy": float(np.mean([m["train_accuracy"] for m in models])),
+        "test_accuracy": float(np.mean(tests)) if tests else None,
+        "models": models,
+    }
+
+
+def run_audit(config: AuditConfig, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Run the audit described by ``config``; return the report (also written to disk)."""
+    timings: dict[str, float] = {}
+    run_dir = rundir.prepare(config, resume=resume)
+    t0 = time.perf_counter()
+    audit_data = data.build(config)
+    timings["data_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    if config.audit.canary_kind == "gradient":
+        observations, utility = training.train_whitebox(config, audit_data, run_dir)
+        timings["train_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        names = observations.metadata["stat_names"]
+        members = observations.keep[0]
+        all_scores = {n: observations.stats[0, :, names.index(n)] for n in names}
+        attacks = analysis.canary_table(config, all_scores, members)
+        scores = {n: all_scores[n] for n in config.audit.statistics}
+    else:
+        keep = data.inclusion(config, len(audit_data.canaries))
+        run, utility = training.train_blackbox(config, audit_data, keep, run_dir, progress=progress)
+        timings["train_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        observations = run.load()
+        attacks = analysis.attack_table(config, observations)
+        members = keep[0]
+        scores = analysis.target_scores(config, observations, len(audit_data.canaries))
+    timings["attacks_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    claimed = _claim(config, utility)
+    delta = claimed["delta"] if claimed["delta"] is not None else config.dp.delta
+    bounds, estimates = analysis.bounds_and_estimates(config, scores, members, delta)
+    if config.mode == "dp":
+        decision = verdict.dp_verdict(bounds, claimed["epsilon"], config.confidence)
+    else:
+        g = config.gate
+        decision = verdict.risk_verdict(attacks, attack=g.attack, at_fpr=g.at_fpr, max_tpr=g.max_tpr)
+    timings["stats_s"] = time.perf_counter() - t0
+
+    report = {
+        "schema": SCHEMA,
+        "dpaudit_version": audit.__version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "name": config.name,
+        "run_dir": str(run_dir),
+        "config": config.model_dump(mode="json"),
+        "mode": config.mode,
+        "claimed": claimed,
+        "utility": _utility_summary(utility),
+        "attacks": attacks,
+        "bounds": bounds,
+        "estimates": estimates,
+        "verdict": decision,
+        "gate": None,
+        "timings": timings,
+    }
+    rundir.write_json(run_dir / "report.json", report)
+    return report
+
+
+def warn(message: str) -> None:
+    print(f"dpaudit: warning: {' '.join(message.split())}", file=sys.stderr)

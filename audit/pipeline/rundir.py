@@ -1,0 +1,59 @@
+"""The run directory: resolved config, per-model utility, observations, reports.
+
+Layout (everything written atomically, so a kill leaves a consistent directory):
+
+    run_dir/config.json        the validated config the run was started with
+    run_dir/observations/      audit.observations.ObservationRun (model by model)
+    run_dir/utility.json       {model index: {n_train, train_accuracy, test_accuracy, epsilon}}
+    run_dir/report.json        written last, once the audit is complete
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from audit.atomic import atomic_open
+from audit.config import AuditConfig
+from audit.errors import InputError
+
+
+def write_json(path: Path, payload: Any) -> None:
+    with atomic_open(path) as handle:
+        json.dump(payload, handle, indent=1, sort_keys=True, default=str)
+        handle.write("\n")
+
+
+def prepare(config: AuditConfig, *, resume: bool) -> Path:
+    """Create (or, with ``resume``, reopen) the run directory; refuse to mix two configs."""
+    run_dir = Path(config.output_dir)
+    saved = run_dir / "config.json"
+    current = config.model_dump(mode="json")
+    # What may change on resume without changing the audit: where results are logged.
+    volatile = ("mlflow", "gate")
+    if saved.exists():
+        if not resume:
+            raise InputError(f"output_dir {run_dir} already holds a run: pass --resume to continue it, or choose another output_dir")
+        before = json.loads(saved.read_text())
+        differs = sorted(k for k in current if k not in volatile and before.get(k) != current.get(k))
+        if differs:
+            raise InputError(f"--resume: the config differs from the saved one in {', '.join(differs)}")
+        return run_dir
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(saved, current)
+    except OSError as err:
+        raise InputError(f"output_dir {run_dir}: cannot write there ({err.strerror})") from None
+    return run_dir
+
+
+def load_utility(run_dir: Path) -> dict[int, dict]:
+    path = run_dir / "utility.json"
+    if not path.exists():
+        return {}
+    return {int(k): v for k, v in json.loads(path.read_text()).items()}
+
+
+def save_utility(run_dir: Path, utility: dict[int, dict]) -> None:
+    write_json(run_dir / "utility.json", {str(k): v for k, v in sorted(utility.items())})

@@ -1,0 +1,206 @@
+"""Training stage: a model trainer from the config, then the black-box loop (one model at a
+time, appended to the observations so a killed run resumes) or the white-box run (one
+DP-SGD run with Dirac gradient canaries)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from audit.config import AuditConfig
+from audit.errors import InputError
+from audit.pipeline import rundir
+from audit.pipeline.data import AuditData
+
+
+def _dp_config(config: AuditConfig):
+    from trainers.opacus_dp import DPConfig
+
+    t, dp = config.trainer, config.dp
+    return DPConfig(
+        epochs=t.epochs,
+        batch_size=t.batch_size,
+        lr=t.lr,
+        optimizer=t.optimizer,
+        momentum=t.momentum,
+        weight_decay=t.weight_decay,
+        max_grad_norm=dp.max_grad_norm,
+        noise_multiplier=dp.noise_multiplier,
+        target_epsilon=dp.target_epsilon,
+        delta=dp.delta,
+        accountant=dp.accountant,
+    )
+
+
+def _model_kwargs(config: AuditConfig) -> dict:
+    m = config.model
+    if m.name == "mlp":
+        return {"widths": tuple(m.widths), "dropout": m.dropout}
+    return {}
+
+
+def model_trainer(config: AuditConfig):
+    """A ``trainers.observe.ModelTrainer`` for the configured trainer kind."""
+    from trainers import observe
+    from trainers.plain import PlainConfig
+
+    t = config.trainer
+    if t.kind == "plain":
+        plain = PlainConfig(
+            epochs=t.epochs,
+            batch_size=t.batch_size,
+            lr=t.lr,
+            optimizer=t.optimizer,
+            momentum=t.momentum,
+            weight_decay=t.weight_decay,
+            label_smoothing=t.label_smoothing,
+            patience=t.patience or None,
+        )
+        return observe.plain_trainer(config.model.name, config=plain, **_model_kwargs(config))
+    if t.kind == "blackbox-plugin":
+        from trainers.plugins import load_blackbox_plugin
+
+        return observe.blackbox_trainer(load_blackbox_plugin(t.plugin, epsilon=config.dp.claimed_epsilon, delta=config.dp.delta))
+    optimizer_class = None
+    if t.kind == "optimizer-plugin":
+        from trainers.plugins import load_optimizer_plugin
+
+        optimizer_class = load_optimizer_plugin(t.plugin)
+    return observe.dp_trainer(
+        config.model.name,
+        config=_dp_config(config),
+        zoo=t.variant if t.kind == "zoo" else None,
+        optimizer_class=optimizer_class,
+        **_model_kwargs(config),
+    )
+
+
+def _concat(a, b):
+    return dataclasses.replace(a, x=np.concatenate([a.x, b.x]), y=np.concatenate([a.y, b.y]))
+
+
+def train_blackbox(config: AuditConfig, data: AuditData, keep: np.ndarray, run_dir: Path, *, progress: bool = True):
+    """Train models ``n_models_done .. K-1``; append each one's outputs on canaries + population.
+
+    Returns the observation run and ``{model: utility}`` for every finished model.
+    """
+    from audit.observations import ObservationRun
+    from trainers.observe import observe_outputs
+
+    observed = _concat(data.canaries, data.population)
+    m, n_pop = len(data.canaries), len(data.population)
+    population = np.r_[np.zeros(m, bool), np.ones(n_pop, bool)]
+    run = ObservationRun.resume_or_create(
+        run_dir / "observations",
+        labels=observed.y,
+        population=population,
+        metadata={"dataset": data.base.name, "trainer": config.trainer.kind, "seed": config.seed},
+    )
+    utility = rundir.load_utility(run_dir)
+    trainer = model_trainer(config)
+    indices = range(run.n_models_done, config.audit.models)
+    if progress:
+        from tqdm import tqdm
+
+        indices = tqdm(indices, desc="models", initial=run.n_models_done, total=config.audit.models)
+    for k in indices:
+        train = _concat(data.base, data.canaries.subset(keep[k]))
+        seed = int(np.random.SeedSequence([config.seed, 3, k]).generate_state(1)[0])
+        trained = trainer(train, seed=seed)
+        logits = observe_outputs(trained.predict_logits, observed.x, augment=config.audit.augment)
+        utility[k] = {
+            "index": k,
+            "n_train": len(train),
+            "train_accuracy": _accuracy(trained, train),
+            "test_accuracy": _accuracy(trained, data.test) if len(data.test) else None,
+            "epsilon": trained.epsilon,
+            "delta": trained.delta,
+        }
+        rundir.save_utility(run_dir, utility)  # before the append: a retrained model overwrites it
+        run.append(keep=np.r_[keep[k], np.zeros(n_pop, bool)], logits=logits)
+    return run, utility
+
+
+def _accuracy(trained, ds) -> float:
+    return float((np.asarray(trained.predict_logits(ds.x)).argmax(axis=1) == ds.y).mean())
+
+
+def train_whitebox(config: AuditConfig, data: AuditData, run_dir: Path):
+    """One DP-SGD run with m Dirac gradient canaries (each included with probability 1/2).
+
+    Returns (observations of the canaries, utility of the model, claimed epsilon).
+    """
+    import torch
+
+    from audit.observations import from_named_statistics, save_observations
+    from canaries.gradient import CanarySlots, GradientCanaries, with_canaries
+    from trainers.models import build_model
+    from trainers.opacus_dp import sample_rate_and_steps, train_dp
+
+    path = run_dir / "observations.npz"
+    utility_path = run_dir / "utility.json"
+    if path.exists() and utility_path.exists():  # finished before a kill: nothing to redo
+        from audit.observations import load_observations
+
+        return load_observations(path), rundir.load_utility(run_dir)
+    t, m = config.trainer, config.audit.canaries
+    seeds = np.random.SeedSequence([config.seed, 4]).generate_state(4)
+    members = np.random.default_rng(int(seeds[0])).random(m) < 0.5
+    net = build_model(
+        config.model.name, data.base.in_shape, data.base.n_classes,
+        generator=torch.Generator().manual_seed(int(seeds[1])), **_model_kwargs(config),
+    )
+    net.canary_slots = CanarySlots(m)
+    q, _ = sample_rate_and_steps(len(data.base), t.batch_size)
+    canaries = GradientCanaries.dirac(net.canary_slots.slots[0], sample_rate=q, members=members)
+
+    def attach(opt):
+        return with_canaries(opt, canaries, generator=torch.Generator().manual_seed(int(seeds[2])))
+
+    common = dict(config=_dp_config(config), seed=int(seeds[3]), prepare_optimizer=attach)
+    if t.kind == "zoo":
+        from trainers.zoo import train_faulty
+
+        result = train_faulty(t.variant, net, data.base, test=data.test if len(data.test) else None, **common)
+    else:
+        optimizer_class = None
+        if t.kind == "optimizer-plugin":
+            from trainers.plugins import load_optimizer_plugin
+
+            optimizer_class = load_optimizer_plugin(t.plugin)
+        kwargs = {"optimizer_class": optimizer_class} if optimizer_class is not None else {}
+        result = train_dp(net, data.base, test=data.test if len(data.test) else None, **common, **kwargs)
+    obs = result.optimizer.canary_observations()
+    stats = {
+        "likelihood-ratio": obs.likelihood_ratio,
+        "all-iterates": obs.all_iterates,
+        "last-iterate": obs.last_iterate,
+    }
+    observations = from_named_statistics(
+        members[None, :],
+        {k: np.asarray(v, dtype=np.float64)[None, :] for k, v in stats.items()},
+        metadata={"dataset": data.base.name, "trainer": t.kind, "seed": config.seed, "claimed_epsilon": result.epsilon},
+    )
+    utility = {
+        0: {
+            "index": 0,
+            "n_train": len(data.base),
+            "train_accuracy": result.train_accuracy,
+            "test_accuracy": result.test_accuracy,
+            "epsilon": result.epsilon,
+            "delta": result.delta,
+            "steps": result.steps,
+            "sample_rate": result.sample_rate,
+            "noise_multiplier": result.noise_multiplier,
+        }
+    }
+    save_observations(observations, path)
+    rundir.save_utility(run_dir, utility)
+    return observations, utility
+
+
+def check_whitebox_support(config: AuditConfig) -> None:
+    if config.audit.canary_kind == "gradient" and config.trainer.kind not in ("dp", "zoo", "optimizer-plugin"):
+        raise InputError("audit.canary_kind = 'gradient' needs trainer.kind dp, zoo or optimizer-plugin")
