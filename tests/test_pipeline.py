@@ -1,0 +1,217 @@
+"""End-to-end audits on tiny configs: verdicts, exit codes, resume after a kill, bad input."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from audit.cli import main
+from audit.config import load_config, parse_config
+from audit.errors import InputError
+from audit.pipeline import run_audit, training
+
+TINY_BLACKBOX = """
+name = "tiny"
+seed = 3
+output_dir = "{out}"
+[data]
+name = "fair"
+n = 1500
+population = 100
+test = 300
+[model]
+widths = [16]
+[trainer]
+kind = "plain"
+epochs = 2
+batch_size = 64
+[audit]
+models = 5
+canaries = 120
+canary_kind = "mislabeled"
+attacks = ["loss", "lira-offline-fixed", "rmia"]
+[mlflow]
+enabled = false
+"""
+
+TINY_WHITEBOX = """
+name = "tiny-wb"
+output_dir = "{out}"
+[data]
+name = "fair"
+n = 1500
+population = 0
+test = 300
+[model]
+name = "logreg"
+[trainer]
+kind = "{kind}"
+variant = "{variant}"
+epochs = 2
+batch_size = 50
+[dp]
+noise_multiplier = 1.0
+[audit]
+canaries = 600
+canary_kind = "gradient"
+[mlflow]
+enabled = false
+"""
+
+
+def write(tmp_path, text, name="audit.toml", **fmt):
+    path = tmp_path / name
+    path.write_text(text.format(**fmt))
+    return path
+
+
+def test_blackbox_nondp_audit_writes_a_complete_report(tmp_path, capsys):
+    cfg = write(tmp_path, TINY_BLACKBOX, out=tmp_path / "run")
+    assert main(["run", str(cfg), "--no-progress"]) == 0
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["schema"] == "dpaudit.report/1" and report["mode"] == "non-dp"
+    assert report["verdict"]["decision"] == "REPORTED"
+    assert set(report["attacks"]) == {"loss", "lira-offline-fixed", "rmia"}
+    for row in report["attacks"].values():
+        assert [r["target_fpr"] for r in row["tpr_at_fpr"]] == [0.1, 0.01, 0.001, 0.0001]
+        assert 0 <= row["auc"] <= 1 and row["targets"] == 5
+    assert report["bounds"][0]["name"] == "one-run/lira-offline-fixed"
+    assert report["bounds"][0]["details"]["canaries"] == 120
+    assert len(report["utility"]["models"]) == 5 and 0.5 < report["utility"]["test_accuracy"] <= 1
+    assert (tmp_path / "run" / "report.md").exists()
+    assert "REPORTED" in capsys.readouterr().out
+
+
+def test_risk_gate_on_a_nondp_audit(tmp_path):
+    cfg = write(tmp_path, TINY_BLACKBOX, out=tmp_path / "run")
+    args = ["run", str(cfg), "--no-progress", "--set", "gate.attack='loss'", "--set", "gate.at_fpr=0.1"]
+    assert main(args + ["--set", "gate.max_tpr=1.0"]) == 0
+    assert main(args + ["--resume", "--set", "gate.max_tpr=0.0"]) == 1  # every model's TPR at 10% FPR is > 0
+
+
+@pytest.mark.parametrize("kind, variant, expected", [("dp", "", 0), ("zoo", "no_clipping", 1)])
+def test_whitebox_one_run_audit_catches_missing_clipping(tmp_path, kind, variant, expected):
+    cfg = write(tmp_path, TINY_WHITEBOX, out=tmp_path / "run", kind=kind, variant=variant)
+    assert main(["run", str(cfg), "--no-progress"]) == expected
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    v = report["verdict"]
+    assert v["claimed_epsilon"] == pytest.approx(report["claimed"]["epsilon"]) and v["claimed_epsilon"] > 0
+    if expected == 1:
+        assert v["decision"] == "VIOLATION" and v["epsilon_lower_bound"] > v["claimed_epsilon"]
+    else:
+        assert v["decision"] == "NO VIOLATION DETECTED" and v["epsilon_lower_bound"] <= v["claimed_epsilon"]
+        assert "could have shown at most" in v["message"] and "does not show that the model is private" in v["message"]
+
+
+def test_resume_after_interrupt_redoes_nothing_and_matches_a_clean_run(tmp_path, monkeypatch):
+    clean = load_config(write(tmp_path, TINY_BLACKBOX, "clean.toml", out=tmp_path / "clean"))
+    reference = run_audit(clean, progress=False)
+
+    config = load_config(write(tmp_path, TINY_BLACKBOX, out=tmp_path / "run"))
+    real = training.model_trainer
+    calls = []
+
+    def counting(cfg, fail_at=None):
+        inner = real(cfg)
+
+        def trainer(train, *, seed):
+            calls.append(seed)
+            if fail_at is not None and len(calls) == fail_at:
+                raise KeyboardInterrupt
+            return inner(train, seed=seed)
+
+        return trainer
+
+    monkeypatch.setattr(training, "model_trainer", lambda cfg: counting(cfg, fail_at=3))
+    with pytest.raises(KeyboardInterrupt):
+        run_audit(config, progress=False)
+    assert not (tmp_path / "run" / "report.json").exists()  # nothing half-written
+    assert len(calls) == 3
+
+    calls.clear()
+    monkeypatch.setattr(training, "model_trainer", lambda cfg: counting(cfg))
+    with pytest.raises(InputError, match="--resume"):
+        run_audit(config, progress=False)
+    resumed = run_audit(config, resume=True, progress=False)
+    assert len(calls) == 3  # models 2, 3, 4 only
+    from audit.observations import load_observations
+
+    a = load_observations(tmp_path / "run" / "observations")
+    b = load_observations(tmp_path / "clean" / "observations")
+    np.testing.assert_array_equal(a.keep, b.keep)
+    np.testing.assert_allclose(a.logits, b.logits, rtol=0, atol=1e-6)  # same seeds, same models
+    assert resumed["bounds"][0]["epsilon_lower_bound"] == pytest.approx(reference["bounds"][0]["epsilon_lower_bound"])
+    assert resumed["attacks"]["loss"]["auc"] == pytest.approx(reference["attacks"]["loss"]["auc"])
+
+
+def test_resume_refuses_a_changed_config(tmp_path):
+    cfg = write(tmp_path, TINY_BLACKBOX, out=tmp_path / "run")
+    run_audit(load_config(cfg), progress=False)
+    with pytest.raises(InputError, match="audit"):
+        run_audit(load_config(cfg, ["audit.canaries=100"]), resume=True, progress=False)
+
+
+@pytest.mark.parametrize(
+    "overrides, named",
+    [
+        (["dp.delta=1.0"], "dp.delta"),
+        (["audit.models=0"], "audit.models"),
+        (["audit.models='many'"], "audit.models"),
+        (["audit.bogus=1"], "audit.bogus"),
+        (["data.name='nope'"], "nope"),
+        (["audit.canaries=100000"], "audit.canaries=100000"),
+        (["trainer.kind='zoo'"], "variant"),
+    ],
+)
+def test_bad_config_exits_2_with_one_line(tmp_path, capsys, overrides, named):
+    cfg = write(tmp_path, TINY_BLACKBOX, out=tmp_path / "run")
+    args = ["run", str(cfg), "--no-progress"]
+    for o in overrides:
+        args += ["--set", o]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and named in err[0]
+
+
+def test_missing_and_malformed_config(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "none.toml")]) == 2
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = [unclosed")
+    assert main(["run", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "no such file" in err[0] and "not valid TOML" in err[1]
+
+
+def test_unwritable_output_dir(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    cfg = write(tmp_path, TINY_BLACKBOX, out=blocker / "run")
+    assert main(["run", str(cfg), "--no-progress"]) == 2
+    assert "output_dir" in capsys.readouterr().err
+
+
+def test_a_plugin_that_raises_is_a_runtime_failure(tmp_path):
+    plugin = tmp_path / "bad_plugin.py"
+    plugin.write_text("CLAIMED_EPSILON = 1.0\nCLAIMED_DELTA = 1e-5\ndef train(x, y, *, seed):\n    raise RuntimeError('boom')\n")
+    cfg = write(tmp_path, TINY_BLACKBOX, out=tmp_path / "run")
+    dpaudit = str(Path(sys.executable).with_name("dpaudit"))
+    out = subprocess.run(
+        [dpaudit, "run", str(cfg), "--no-progress", "--set", "trainer.kind='blackbox-plugin'",
+         "--set", f"trainer.plugin='{plugin}:train'"],
+        capture_output=True, text=True,
+    )
+    assert out.returncode == 3
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "boom" in lines[0] and "Traceback" not in out.stderr
+
+
+def test_config_defaults_are_valid_and_documented_modes():
+    cfg = parse_config({})
+    assert cfg.mode == "non-dp"
+    dp = parse_config({"trainer": {"kind": "dp"}, "dp": {"noise_multiplier": 1.0}})
+    assert dp.mode == "dp"
+    with pytest.raises(InputError, match="exactly one"):
+        parse_config({"trainer": {"kind": "dp"}})
