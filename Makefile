@@ -16,16 +16,15 @@ $(STAMP): pyproject.toml constraints.txt | $(PY)
 
 install: $(STAMP)
 
-# Until the audit pipeline lands, the demo runs the statistics on one simulated DP-SGD run:
-# a correct one and one with a planted bug (a tenth of the noise), both claiming epsilon = 2.
+# The quickstart: a DP-SGD model and a non-private one on shipped data (experiments/quickstart.toml),
+# then a summary table. --resume makes a second `make demo` reuse the finished models.
+DPAUDIT := $(VENV)/bin/dpaudit
 demo: install
-	@mkdir -p runs/demo
-	$(VENV)/bin/dpaudit bound accountant --noise-multiplier 1.0 --sample-rate 0.0256 --steps 1170 --delta 1e-5
-	$(VENV)/bin/dpaudit bound one-run --canaries 1000 --guesses 100 --correct 90 --delta 1e-5
-	$(PY) -m experiments.demo_scores runs/demo/correct.npz --epsilon 2
-	$(VENV)/bin/dpaudit bound scores --scores runs/demo/correct.npz --delta 1e-5
-	$(PY) -m experiments.demo_scores runs/demo/buggy.npz --epsilon 2 --noise-factor 0.1
-	$(VENV)/bin/dpaudit bound scores --scores runs/demo/buggy.npz --delta 1e-5
+	$(DPAUDIT) run experiments/quickstart.toml --resume --no-progress
+	$(DPAUDIT) run experiments/quickstart.toml --resume --no-progress --set name='"quickstart-nondp"' \
+	  --set output_dir='"runs/quickstart-nondp"' --set trainer.kind='"plain"' --set trainer.epochs=30 --set trainer.lr=0.1
+	$(DPAUDIT) report runs/quickstart-dp runs/quickstart-nondp --out runs/quickstart-comparison
+	@echo "MLflow UI on the local store: $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1"
 
 test: install
 	$(PY) -m pytest

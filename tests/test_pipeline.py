@@ -215,3 +215,27 @@ def test_config_defaults_are_valid_and_documented_modes():
     assert dp.mode == "dp"
     with pytest.raises(InputError, match="exactly one"):
         parse_config({"trainer": {"kind": "dp"}})
+
+
+def test_ctrl_c_keeps_finished_models_and_says_resume(tmp_path, capsys, monkeypatch):
+    cfg = write(tmp_path, TINY_BLACKBOX, out=tmp_path / "run")
+    real = training.model_trainer
+    calls = []
+
+    def interrupted(config):
+        inner = real(config)
+
+        def trainer(train, *, seed):
+            calls.append(seed)
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+            return inner(train, seed=seed)
+
+        return trainer
+
+    monkeypatch.setattr(training, "model_trainer", interrupted)
+    assert main(["run", str(cfg), "--no-progress"]) == 130
+    assert "--resume" in capsys.readouterr().err
+    from audit.observations import n_models_done
+
+    assert n_models_done(tmp_path / "run" / "observations") == 1
