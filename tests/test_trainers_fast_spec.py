@@ -142,3 +142,10 @@ def test_bad_specs_and_configs_are_rejected():
         DPSGDConfig(lr=0.1, max_grad_norm=0, noise_multiplier=1.0, expected_batch_size=4)
     with pytest.raises(InputError, match="expected_batch_size=2.5"):
         DPSGDConfig(lr=0.1, max_grad_norm=1, noise_multiplier=1.0, expected_batch_size=2.5)
+
+
+def test_explicit_noise_of_the_wrong_shape_is_rejected():
+    model, x, y, mask, (zw, zb) = _setup()
+    cfg = DPSGDConfig(lr=LR, max_grad_norm=C, noise_multiplier=SIGMA, expected_batch_size=int(EBS))
+    with pytest.raises(InputError, match="noise shapes"):
+        FastDPSGD(model, cfg).step(x, y, mask, noise=(zw[::-1], zb))

@@ -182,6 +182,15 @@ class FastDPSGD:
         gw, gb, losses = self._summed(x, y, mask, rows, scale=None)
         return gw, gb, sizes, losses
 
+    def _clip_weights(self, inputs, grads, mask: torch.Tensor) -> torch.Tensor:
+        """``float[K, B]``: ``min(1, C / (||g_i|| + 1e-6))`` under per-example clipping,
+        else 1; 0 on padding."""
+        weights = mask.to(inputs[0].dtype)
+        if self.config.spec.clipping == "per_example":
+            norms = per_sample_sq_norms(inputs, grads).sqrt_()
+            weights = weights * (self.config.max_grad_norm / (norms + CLIP_EPS)).clamp_(max=1.0)
+        return weights
+
     def _batch_sizes(self, mask: torch.Tensor, rows: Optional[GradientRows]) -> torch.Tensor:
         sizes = mask.sum(1)
         if rows is not None and rows.model.numel():
@@ -195,10 +204,7 @@ class FastDPSGD:
         Per-batch clipping is applied here only when ``scale`` is None."""
         spec, c_max = self.config.spec, self.config.max_grad_norm
         inputs, grads, losses = _forward_backward(self.model, x, y, mask)
-        weights = mask.to(x.dtype)
-        if spec.clipping == "per_example":
-            norms = per_sample_sq_norms(inputs, grads).sqrt_()
-            weights = weights * (c_max / (norms + CLIP_EPS)).clamp_(max=1.0)
+        weights = self._clip_weights(inputs, grads, mask)
         if scale is not None:
             weights = weights * scale.unsqueeze(1)
         gw, gb = weighted_grad_sum(inputs, grads, weights)
@@ -229,10 +235,11 @@ class FastDPSGD:
         noise_generators: Optional[Sequence[torch.Generator]] = None,
         noise: Optional[tuple[Sequence[torch.Tensor], Sequence[torch.Tensor]]] = None,
     ) -> StepOutput:
-        """One step on given batches.
+        """One step on given batches; updates ``self.model`` in place.
 
         Args:
-            x: ``float[K, B, d]``; y: ``long[K, B]``; mask: ``bool[K, B]`` (padding False).
+            x: ``float[K, B, d]``; y: ``long[K, B]``; mask: ``bool[K, B]`` (padding
+                False; padded rows are ignored but must hold finite values).
             noise_generators: one per model; used when noise is needed and not given.
             noise: standard-normal ``([float[K, out, in]], [float[K, out]])``, scaled
                 here by the configured std; overrides the generators.
@@ -278,7 +285,14 @@ class FastDPSGD:
     def _standard_noise(self, noise, generators):
         """This step's standard-normal noise: explicit, reused, or freshly drawn."""
         if noise is not None:
-            z = noise
+            zw, zb = noise
+            shapes = [tuple(t.shape) for t in self.model.weights], [tuple(t.shape) for t in self.model.biases]
+            if ([tuple(t.shape) for t in zw], [tuple(t.shape) for t in zb]) != shapes:
+                raise InputError(
+                    f"noise shapes {[tuple(t.shape) for t in zw]}, {[tuple(t.shape) for t in zb]}: "
+                    f"expected the parameters' shapes {shapes[0]}, {shapes[1]}"
+                )
+            z = (list(zw), list(zb))
         elif self.config.spec.reuse_noise and self._fixed_noise is not None:
             z = self._fixed_noise
         else:
@@ -300,13 +314,9 @@ class FastDPSGD:
         ``W -= lr * (c / denom * G)^T A`` as one in-place ``baddbmm`` per layer, so the
         gradient is never materialised. Same arithmetic as the general path up to
         float rounding. Returns the mean losses ``float[K]``."""
-        cfg, spec = self.config, self.config.spec
+        cfg = self.config
         inputs, grads, losses = _forward_backward(self.model, x, y, mask)
-        weights = mask.to(x.dtype)
-        if spec.clipping == "per_example":
-            norms = per_sample_sq_norms(inputs, grads).sqrt_()
-            weights = weights * (cfg.max_grad_norm / (norms + CLIP_EPS)).clamp_(max=1.0)
-        weights = (weights / denom.unsqueeze(1)).unsqueeze(-1)
+        weights = (self._clip_weights(inputs, grads, mask) / denom.unsqueeze(1)).unsqueeze(-1)
         if z is not None:
             s_k = (-cfg.lr * std) / denom
             for p, zz in zip(self.model.weights + self.model.biases, z[0] + z[1]):
