@@ -21,9 +21,10 @@ What one audit becomes (``log_audit``): one MLflow run, named after ``report["na
 - optionally one **nested child run per trained model** with that model's utility numbers.
 
 Where it goes: any tracking URI (``http://127.0.0.1:5000`` for a real ``mlflow server``,
-``sqlite:///...``, ``file:///...``; MLflow's deprecated file store is allowed when asked for). With ``tracking_uri=None`` the **embedded default** is used: a
-SQLite store ``mlflow.db`` in the current working directory (``sqlite:////abs/cwd/mlflow.db``)
-whose new experiments keep artifacts in ``./mlartifacts`` (a ``file://`` artifact location).
+``sqlite:///...``, ``file:///...``: MLflow's deprecated file store is allowed when asked for).
+With ``tracking_uri=None`` the **embedded default** is used: a SQLite store ``mlflow.db`` in the
+current working directory (``sqlite:////abs/cwd/mlflow.db``) whose new experiments keep artifacts
+in ``./mlartifacts`` (a ``file://`` artifact location). ``MLFLOW_TRACKING_URI`` is not consulted.
 ``mlflow ui --backend-store-uri sqlite:///mlflow.db`` in that directory shows them.
 
 An unreachable or refusing store never loses the local report: ``log_audit`` then returns
@@ -31,8 +32,9 @@ An unreachable or refusing store never loses the local report: ``log_audit`` the
 call) and writes nothing locally; ``upload_report`` logs the saved report later. On success the run's
 address is written atomically to ``<run_dir>/mlflow_run.json``.
 
-``gate_model`` records a verdict on a registered model version (tags ``dp_audit.*``) and moves an
-alias (default ``dp-audited``) onto the version only when the audit passed.
+``gate_model`` records a verdict on a registered model version (tags ``dp_audit.*``), points an
+alias (default ``dp-audited``) at the version when the audit passed, and on a failure removes the
+alias only if it points at that version (an older version that passed its own audit keeps it).
 """
 
 from __future__ import annotations
@@ -56,7 +58,8 @@ RUN_RECORD = "mlflow_run.json"
 RUN_RECORD_SCHEMA = "dpaudit.mlflow_run/1"
 # What the pipeline leaves in a run directory (audit.pipeline.rundir, audit.report.render); the
 # observations are left out by default (they can be large).
-REPORT_ARTIFACTS = ("report.json", "report.md", "report.html", "roc.png", "epsilon.png", "config.json", "utility.json", "figures")
+REPORT_ARTIFACTS = ("report.json", "report.md", "report.html", "roc.png", "epsilon.png",
+                    "config.json", "utility.json", "figures")
 DEFAULT_ALIAS = "dp-audited"
 TAG_PREFIX = "dp_audit."
 
