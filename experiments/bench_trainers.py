@@ -65,6 +65,7 @@ class BenchConfig:
     hooks_models: int = 16
     ghost_steps: int = 4
     threads: int = 2
+    noise_threads: int = 1
     seed: int = 0
 
 
@@ -125,7 +126,9 @@ class FastRunner:
 
     def __init__(self, work: Workload):
         self.work = work
-        self.trainer = FastDPSGD(StackedMLP.init(work.shape, work.generators), work.dp)
+        self.trainer = FastDPSGD(
+            StackedMLP.init(work.shape, work.generators), work.dp, noise_threads=work.cfg.noise_threads
+        )
         self._one()  # warm-up, untimed
 
     def _one(self) -> int:
@@ -269,6 +272,7 @@ def run(cfg: BenchConfig) -> BenchResult:
         machine={
             "cpus": os.cpu_count(), "threads": cfg.threads, "torch": torch.__version__,
             "python": platform.python_version(), "processor": platform.processor() or platform.machine(),
+            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
         },
     )
 
@@ -303,12 +307,18 @@ is the median round (what a burst of load from other processes leaves).
 | ceiling on the speed-up over the ghost loop (see below) | {res.ghost_speedup_ceiling:.1f}x | |
 
 **Ceiling on the speed-up over the Opacus ghost loop.** The fast trainer draws exactly
-Opacus' noise (the same `torch.normal` calls, {cfg['n_models']} x {MLPShape(tuple(cfg['widths'])).n_params:,} values per step), and
-each generator (mt19937) draws serially on one core. Even with every matmul at the measured peak
+Opacus' noise (the same `torch.normal` calls, {cfg['n_models']} x {MLPShape(tuple(cfg['widths'])).n_params:,} values per step), drawn
+on {cfg['noise_threads']} thread(s) (`noise_threads`); each generator (mt19937) draws serially. Even with every matmul at the measured peak
 and nothing else costing time, a step of {cfg['n_models']} x {cfg['expected_batch_size']} examples takes
 (FLOPs / peak + noise time); the ceiling is that rate over the ghost loop's. Opacus
 ghost with 2-D inputs already computes per-sample norms as ||a||^2 ||g||^2 and runs
 large matmuls (its cost over ours: a second full backward pass and per-model overhead).
+
+Not used here, though it helps the fast trainer: with `OMP_WAIT_POLICY=PASSIVE` idle OpenMP
+workers stop spinning, `noise_threads=2` then halves the noise time (about 7.5 to 4.5 ms) and
+the fast trainer gains 10 to 20%, but the Opacus ghost loop (many small parallel ops) loses
+about 30%, which would inflate the ratio. All figures here use the default OpenMP settings
+(`OMP_WAIT_POLICY={res.machine['OMP_WAIT_POLICY']}`).
 
 **Caveat: 2 CPU cores** (`torch.set_num_threads({res.machine['threads']})`, {res.machine['cpus']} CPUs visible), shared
 with other agents' processes: load average (1, 5, 15 min) {load(res.load_average_start)} at the start of the

@@ -145,8 +145,14 @@ def test_noise_is_opacus_draws():
     shape = MLPShape((7, 5, 3))
     model = StackedMLP.init(shape, [torch.Generator().manual_seed(k) for k in range(3)])
     cfg = DPSGDConfig(lr=0.1, max_grad_norm=1.0, noise_multiplier=1.0, expected_batch_size=2)
-    zw, zb = FastDPSGD(model, cfg).draw_noise([torch.Generator().manual_seed(100 + k) for k in range(3)])
-    drawn = torch.cat([torch.cat([w.flatten(1), b], 1) for w, b in zip(zw, zb)], 1)
+    draws = []
+    for threads in (1, 2, 3):
+        zw, zb = FastDPSGD(model, cfg, noise_threads=threads).draw_noise(
+            [torch.Generator().manual_seed(100 + k) for k in range(3)]
+        )
+        draws.append(torch.cat([torch.cat([w.flatten(1), b], 1) for w, b in zip(zw, zb)], 1))
+    assert torch.equal(draws[0], draws[1]) and torch.equal(draws[0], draws[2])
+    drawn = draws[0]
     for k in range(3):
         g = torch.Generator().manual_seed(100 + k)
         ref = torch.cat([torch.normal(0, 1.0, p.shape, generator=g).flatten() for p in shape.module().parameters()])

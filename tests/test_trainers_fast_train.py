@@ -54,7 +54,9 @@ def test_same_seed_same_weights_other_seed_other_weights():
     a = train(x, y, keep, SHAPE, CFG, steps=5, generator=torch.Generator().manual_seed(1))
     b = train(x, y, keep, SHAPE, CFG, steps=5, generator=torch.Generator().manual_seed(1))
     c = train(x, y, keep, SHAPE, CFG, steps=5, generator=torch.Generator().manual_seed(2))
+    d = train(x, y, keep, SHAPE, CFG, steps=5, generator=torch.Generator().manual_seed(1), noise_threads=2)
     assert torch.equal(a.model.flat(), b.model.flat())
+    assert torch.equal(a.model.flat(), d.model.flat())
     assert not torch.allclose(a.model.flat(), c.model.flat())
 
 

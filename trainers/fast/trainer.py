@@ -17,6 +17,7 @@ a noise generator in the same state the fast step reproduces Opacus.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
@@ -133,7 +134,15 @@ class FastDPSGD:
     the standard-normal noise) explicitly; :func:`train` draws them.
     """
 
-    def __init__(self, model: StackedMLP, config: DPSGDConfig, hooks: StepHooks = StepHooks()):
+    def __init__(
+        self, model: StackedMLP, config: DPSGDConfig, hooks: StepHooks = StepHooks(), *, noise_threads: int = 1
+    ):
+        """``noise_threads``: Python threads drawing the models' noise (each model's
+        values depend only on its generator, not on this). More than 1 pays off only
+        when idle OpenMP workers yield their cores (``OMP_WAIT_POLICY=PASSIVE``)."""
+        if int(noise_threads) != noise_threads or noise_threads < 1:
+            raise InputError(f"noise_threads={noise_threads!r}: expected an integer >= 1")
+        self.noise_threads = int(noise_threads)
         self.model = model
         self.config = config
         self.hooks = hooks
@@ -160,10 +169,20 @@ class FastDPSGD:
         if len(generators) != self.model.n_models:
             raise InputError(f"got {len(generators)} noise generators: expected one per model ({self.model.n_models})")
         zw, zb = out if out is not None else ([torch.empty_like(w) for w in self.model.weights], [torch.empty_like(b) for b in self.model.biases])
-        for k, g in enumerate(generators):
-            for w, b in zip(zw, zb):
-                w[k].normal_(0.0, 1.0, generator=g)
-                b[k].normal_(0.0, 1.0, generator=g)
+
+        def draw(models: range) -> None:
+            for k in models:
+                for w, b in zip(zw, zb):
+                    w[k].normal_(0.0, 1.0, generator=generators[k])
+                    b[k].normal_(0.0, 1.0, generator=generators[k])
+
+        n = min(self.noise_threads, len(generators))
+        if n == 1:
+            draw(range(len(generators)))
+        else:
+            # each generator draws serially; torch releases the GIL while drawing
+            with ThreadPoolExecutor(n) as pool:
+                list(pool.map(draw, [range(i, len(generators), n) for i in range(n)]))
         return zw, zb
 
     def clipped_sum(
@@ -385,6 +404,7 @@ def train(
     steps: int,
     generator: torch.Generator | Sequence[torch.Generator],
     hooks: StepHooks = StepHooks(),
+    noise_threads: int = 1,
 ) -> TrainResult:
     """Train K models, model ``k`` on records ``keep[k]``, for ``steps`` steps.
 
@@ -400,6 +420,7 @@ def train(
             step its Poisson draw and its noise), so it equals model 0 of a K = 1 run
             given that generator.
         hooks: canary hooks.
+        noise_threads: see :class:`FastDPSGD`; the result does not depend on it.
     """
     if x.dim() != 2 or x.shape[1] != shape.widths[0] or not x.is_floating_point():
         raise InputError(f"x has shape {tuple(x.shape)} and dtype {x.dtype}: expected float[n, {shape.widths[0]}]")
@@ -416,7 +437,7 @@ def train(
         raise InputError(f"got {len(gens)} generators: expected one per model ({n_models})")
     subsets = Subsets.from_keep(keep)
     rates = subsets.sample_rates(config.expected_batch_size)
-    trainer = FastDPSGD(StackedMLP.init(shape, gens, dtype=x.dtype), config, hooks)
+    trainer = FastDPSGD(StackedMLP.init(shape, gens, dtype=x.dtype), config, hooks, noise_threads=noise_threads)
     sizes, losses, watched = [], [], []
     for _ in range(steps):
         batch = poisson_batch(subsets, rates, gens)
