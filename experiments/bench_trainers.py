@@ -314,11 +314,11 @@ and nothing else costing time, a step of {cfg['n_models']} x {cfg['expected_batc
 ghost with 2-D inputs already computes per-sample norms as ||a||^2 ||g||^2 and runs
 large matmuls (its cost over ours: a second full backward pass and per-model overhead).
 
-Not used here, though it helps the fast trainer: with `OMP_WAIT_POLICY=PASSIVE` idle OpenMP
-workers stop spinning, `noise_threads=2` then halves the noise time (about 7.5 to 4.5 ms) and
-the fast trainer gains 10 to 20%, but the Opacus ghost loop (many small parallel ops) loses
-about 30%, which would inflate the ratio. All figures here use the default OpenMP settings
-(`OMP_WAIT_POLICY={res.machine['OMP_WAIT_POLICY']}`).
+Not used here: with `OMP_WAIT_POLICY=PASSIVE` idle OpenMP workers stop spinning and
+`noise_threads=2` then draws the noise on both cores, which made the fast trainer faster in
+separate quick runs (not this one), but it made the Opacus ghost loop (many small parallel
+ops) slower by more, which would inflate the ratio. All figures here use the default
+OpenMP settings (`OMP_WAIT_POLICY={res.machine['OMP_WAIT_POLICY']}`).
 
 **Caveat: 2 CPU cores** (`torch.set_num_threads({res.machine['threads']})`, {res.machine['cpus']} CPUs visible), shared
 with other agents' processes: load average (1, 5, 15 min) {load(res.load_average_start)} at the start of the
