@@ -15,7 +15,9 @@ from trainers.fast import Subsets, poisson_batch
 torch.set_num_threads(1)
 
 ALPHA = 1e-6
-"""Each statistical test below fails a correct sampler with probability at most ALPHA."""
+"""Each statistical assertion below fails for a correct sampler with probability at most
+ALPHA (asymptotically for the chi-square and correlation checks); the rate test, with 7
+such assertions, fails with probability at most 7e-6."""
 
 
 def test_subsets_from_keep():

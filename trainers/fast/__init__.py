@@ -8,6 +8,18 @@ Public API:
     GradientRows, StepHooks                   (hooks)
     DPSGDConfig, FastDPSGD, StepOutput, TrainResult, train, spawn_generators,
     steps_for_epochs                          (trainer)
+
+Example (16 shadow models, each on a random half of the data)::
+
+    shape = MLPShape((600, 256, 100))
+    config = DPSGDConfig(lr=0.1, max_grad_norm=1.0, noise_multiplier=1.0, expected_batch_size=256)
+    keep = torch.rand(16, n, generator=g) < 0.5                      # bool[models, records]
+    result = train(x, y, keep, shape, config, steps=steps_for_epochs(10, 256, n // 2),
+                   generator=torch.Generator().manual_seed(0))
+    logits = result.model.logits(x_queries)                          # float[models, queries, classes]
+
+A faulty variant is ``dataclasses.replace(config, spec=fault("no_clipping"))``; canary
+hooks are in :mod:`trainers.fast.hooks`.
 """
 
 from trainers.fast.ensemble import MLPShape, StackedMLP
