@@ -136,8 +136,8 @@ class AuditConfig(_Section):
                     "audit.canary_kind = 'gradient' needs a DP-SGD trainer (dp, zoo or optimizer-plugin)"
                 )
         elif self.audit.models < 5:
-            # Leave-one-out needs every canary IN and OUT in at least one shadow of every
-            # target: the K - 1 balanced shadows hold each canary IN (K - 1) // 2 times.
+            # A canary counts for a target only when its shadows include it at least once
+            # and exclude it at least once: with four shadows 7/8 of the canaries do.
             raise ValueError("audit.models < 5: a black-box audit needs a target and at least four shadows")
         for name in self.audit.fprs:
             if not 0.0 < name < 1.0:

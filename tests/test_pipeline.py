@@ -79,7 +79,11 @@ def test_blackbox_nondp_audit_writes_a_complete_report(tmp_path, capsys):
         assert [r["target_fpr"] for r in row["tpr_at_fpr"]] == [0.1, 0.01, 0.001, 0.0001]
         assert 0 <= row["auc"] <= 1 and row["targets"] == 5
     assert report["bounds"][0]["name"] == "one-run/lira-offline-fixed"
-    assert report["bounds"][0]["details"]["canaries"] == 120
+    from audit.observations import load_observations
+    from audit.pipeline.analysis import auditable
+
+    keep = load_observations(tmp_path / "run" / "observations").keep[:, :120]
+    assert report["bounds"][0]["details"]["canaries"] == int(auditable(keep, 0).sum()) > 80
     assert len(report["utility"]["models"]) == 5 and 0.5 < report["utility"]["test_accuracy"] <= 1
     assert (tmp_path / "run" / "report.md").exists()
     assert "REPORTED" in capsys.readouterr().out
@@ -239,3 +243,14 @@ def test_ctrl_c_keeps_finished_models_and_says_resume(tmp_path, capsys, monkeypa
     from audit.observations import n_models_done
 
     assert n_models_done(tmp_path / "run" / "observations") == 1
+
+
+def test_auditable_canaries_depend_on_the_shadows_only():
+    from audit.pipeline.analysis import auditable
+
+    keep = np.array([[1, 0, 1, 0], [1, 1, 0, 0], [0, 1, 0, 1], [1, 0, 0, 1]], bool)
+    # target 0: shadows are rows 1..3; canary 2 is never IN there, the rest are mixed
+    np.testing.assert_array_equal(auditable(keep, 0), [True, True, False, True])
+    flipped = keep.copy()
+    flipped[0] = ~flipped[0]
+    np.testing.assert_array_equal(auditable(flipped, 0), auditable(keep, 0))

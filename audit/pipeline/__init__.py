@@ -76,9 +76,8 @@ def run_audit(config: AuditConfig, *, resume: bool = False, progress: bool = Tru
         timings["train_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         observations = run.load()
-        attacks = analysis.attack_table(config, observations)
-        members = keep[0]
-        scores = analysis.target_scores(config, observations, len(audit_data.canaries))
+        attacks = analysis.attack_table(config, observations, keep)
+        scores, members = analysis.target_scores(config, observations, keep)
     timings["attacks_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

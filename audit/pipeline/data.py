@@ -81,13 +81,17 @@ def build(config: AuditConfig) -> AuditData:
 
 
 def inclusion(config: AuditConfig, n_canaries: int) -> np.ndarray:
-    """``keep: bool[models, canaries]``: model 0 (the target of the guaranteed bound)
-    includes each canary independently with probability 1/2 (the one-run design); models
-    1..K-1 (its shadows) follow the LiRA-balanced design, so every canary has IN and OUT
-    shadows. The two parts are independent, as the one-run bound requires."""
+    """``keep: bool[models, canaries]``: every model includes every canary independently
+    with probability 1/2 (the one-run design, in each model).
+
+    Independence across models matters twice. The guaranteed bound on model 0 needs its
+    inclusion bits independent of everything its attack sees, the shadows' keep masks
+    included. And in leave-one-out figures an exactly balanced design (each canary IN in
+    exactly half of the models) leaks the target's membership through its shadows' IN
+    counts: with few models that bias is large (a record whose only IN copy is the
+    target leaves sigma_in = 0). Canaries that a target's shadows never include, or
+    always include, are left out for that target (``analysis.auditable``)."""
     from canaries import designs
 
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, 2]))
-    target = designs.one_run(1, n_canaries, rng)
-    shadows = designs.lira_balanced(config.audit.models - 1, n_canaries, rng)
-    return np.concatenate([target, shadows], axis=0)
+    return designs.one_run(config.audit.models, n_canaries, rng)
