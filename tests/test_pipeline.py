@@ -254,3 +254,59 @@ def test_auditable_canaries_depend_on_the_shadows_only():
     flipped = keep.copy()
     flipped[0] = ~flipped[0]
     np.testing.assert_array_equal(auditable(flipped, 0), auditable(keep, 0))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_mlflow_down_keeps_the_report_and_uploads_later(tmp_path, capsys):
+    cfg = write(tmp_path, TINY_WHITEBOX, out=tmp_path / "run", kind="dp", variant="")
+    dead = f"http://127.0.0.1:{free_port()}"
+    args = ["run", str(cfg), "--no-progress", "--set", "mlflow.enabled=true", "--set", f"mlflow.tracking_uri='{dead}'"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    warning = [line for line in captured.err.splitlines() if "warning" in line]
+    assert len(warning) == 1 and "local report is kept" in warning[0]
+    assert (tmp_path / "run" / "report.json").exists() and not (tmp_path / "run" / "mlflow_run.json").exists()
+
+    store = f"sqlite:///{tmp_path / 'later.db'}"
+    assert main(["report", str(tmp_path / "run"), "--log-to-mlflow", "--tracking-uri", store]) == 0
+    record = json.loads((tmp_path / "run" / "mlflow_run.json").read_text())
+    from mlflow import MlflowClient
+
+    run = MlflowClient(tracking_uri=store).get_run(record["run_id"])
+    assert run.data.tags["dp_audit.verdict"] == "NO VIOLATION DETECTED"
+    assert "epsilon_lower_bound.one-run/likelihood-ratio" in run.data.metrics
+
+
+def test_kill_9_then_resume_finishes_the_rest(tmp_path):
+    import os
+    import signal
+    import time
+
+    from audit.observations import n_models_done
+
+    cfg = write(tmp_path, TINY_BLACKBOX.replace("epochs = 2", "epochs = 6"), out=tmp_path / "run")
+    dpaudit = str(Path(sys.executable).with_name("dpaudit"))
+    proc = subprocess.Popen([dpaudit, "run", str(cfg), "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    obs_dir = tmp_path / "run" / "observations"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if (obs_dir / "manifest.json").exists() and n_models_done(obs_dir) >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = n_models_done(obs_dir)
+    assert 2 <= done < 5 and not (tmp_path / "run" / "report.json").exists()
+    out = subprocess.run([dpaudit, "run", str(cfg), "--no-progress", "--resume"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert n_models_done(obs_dir) == 5
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert len(report["utility"]["models"]) == 5

@@ -171,3 +171,59 @@ def test_server_down_then_upload(server, tmp_path):
     local = Path(mlflow.download_artifacts(uploaded.run_id, "report.json", str(tmp_path)))
     assert local.read_bytes() == (run_dir / "report.json").read_bytes()
     assert json.loads((run_dir / "mlflow_run.json").read_text())["run_id"] == uploaded.run_id
+
+
+GATE_CONFIG = """
+name = "{name}"
+output_dir = "{out}"
+[data]
+name = "fair"
+n = 1500
+population = 0
+test = 300
+[model]
+name = "logreg"
+[trainer]
+kind = "{kind}"
+variant = "{variant}"
+epochs = 2
+batch_size = 50
+[dp]
+noise_multiplier = 1.0
+[audit]
+canaries = 600
+canary_kind = "gradient"
+[mlflow]
+tracking_uri = "{uri}"
+experiment = "gate-e2e"
+"""
+
+
+def test_dpaudit_gate_end_to_end(server, tmp_path, capsys):
+    """`dpaudit gate` on a real server: a correct DP-SGD passes and gets the alias, a run
+    with clipping removed is a violation and loses it; exit codes tell CI."""
+    from audit.cli import main
+
+    mlflow = client(server)
+    mlflow.create_registered_model("released-model")
+    training_run = mlflow.create_run(mlflow.create_experiment("training")).info.run_id
+    mlflow.create_model_version("released-model", source=f"runs:/{training_run}/model", run_id=training_run,
+                                await_creation_for=0)
+    runs = {}
+    for name, kind, variant, code in (("correct", "dp", "", 0), ("broken", "zoo", "no_clipping", 1)):
+        cfg = tmp_path / f"{name}.toml"
+        cfg.write_text(GATE_CONFIG.format(name=name, out=tmp_path / name, kind=kind, variant=variant, uri=server))
+        assert main(["gate", str(cfg), "--model-name", "released-model", "--no-progress"]) == code
+        runs[name] = json.loads((tmp_path / name / "mlflow_run.json").read_text())["run_id"]
+        version = mlflow.get_model_version("released-model", "1")
+        assert version.tags["dp_audit.run_id"] == runs[name]
+        run = mlflow.get_run(runs[name])
+        assert run.data.tags["dp_audit.verdict"] == version.tags["dp_audit.verdict"]
+        assert float(run.data.tags["dp_audit.claimed_epsilon"]) > 0
+        if code == 0:
+            assert mlflow.get_registered_model("released-model").aliases == {"dp-audited": "1"}
+            assert version.tags["dp_audit.verdict"] == "NO VIOLATION DETECTED"
+        else:
+            assert mlflow.get_registered_model("released-model").aliases == {}
+            assert version.tags["dp_audit.verdict"] == "VIOLATION"
+            assert float(version.tags["dp_audit.epsilon_lower_bound"]) > float(version.tags["dp_audit.claimed_epsilon"])

@@ -11,7 +11,8 @@ import click
 @click.argument("run_dirs", nargs=-1, required=True, metavar="RUN_DIR...")
 @click.option("--out", default=None, help="Where a comparison of several runs is written (default: ./comparison).")
 @click.option("--log-to-mlflow", is_flag=True, help="Upload the run(s) to MLflow (e.g. after the server was down).")
-def command(run_dirs: tuple[str, ...], out: str | None, log_to_mlflow: bool) -> int:
+@click.option("--tracking-uri", default=None, help="Upload here instead of the run's configured tracking URI.")
+def command(run_dirs: tuple[str, ...], out: str | None, log_to_mlflow: bool, tracking_uri: str | None) -> int:
     """Render the human report of each RUN_DIR and print a summary table."""
     from audit.report import compare_reports, load_report, render_report, summary_table
 
@@ -29,7 +30,8 @@ def command(run_dirs: tuple[str, ...], out: str | None, log_to_mlflow: bool) -> 
 
         for d, report in zip(run_dirs, reports):
             cfg = report["config"]["mlflow"]
-            result = upload_report(Path(d), tracking_uri=cfg["tracking_uri"] or None, experiment=cfg["experiment"])
+            uri = tracking_uri or cfg["tracking_uri"] or None
+            result = upload_report(Path(d), tracking_uri=uri, experiment=cfg["experiment"])
             click.echo(f"{d}: " + (f"logged to MLflow run {result.run_id}" if result.ok else f"not logged: {result.warning}"))
             if not result.ok:
                 return 3
