@@ -310,3 +310,9 @@ def test_kill_9_then_resume_finishes_the_rest(tmp_path):
     assert n_models_done(obs_dir) == 5
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert len(report["utility"]["models"]) == 5
+
+
+def test_early_stopping_defence_runs(tmp_path):
+    cfg = write(tmp_path, TINY_BLACKBOX, out=tmp_path / "run")
+    report = run_audit(load_config(cfg, ["trainer.patience=1", "trainer.epochs=4"]), progress=False)
+    assert report["verdict"]["decision"] == "REPORTED" and len(report["utility"]["models"]) == 5

@@ -58,7 +58,9 @@ def model_trainer(config: AuditConfig):
             label_smoothing=t.label_smoothing,
             patience=t.patience or None,
         )
-        return observe.plain_trainer(config.model.name, config=plain, **_model_kwargs(config))
+        if not t.patience:
+            return observe.plain_trainer(config.model.name, config=plain, **_model_kwargs(config))
+        return _early_stopping_trainer(config, plain)
     if t.kind == "blackbox-plugin":
         from trainers.plugins import load_blackbox_plugin
 
@@ -75,6 +77,29 @@ def model_trainer(config: AuditConfig):
         optimizer_class=optimizer_class,
         **_model_kwargs(config),
     )
+
+
+def _early_stopping_trainer(config: AuditConfig, plain):
+    """Plain training that stops early on the loss of a random tenth of the records it is
+    given. The split is part of the training procedure under audit: a canary given to it
+    may serve for validation only, and its membership still means "given to training"."""
+    import torch
+
+    from trainers.models import build_model
+    from trainers.observe import TrainedModel
+    from trainers.plain import predict_logits, train_plain
+
+    def trainer(train, *, seed: int):
+        init_seed, split_seed, train_seed = np.random.SeedSequence(seed).generate_state(3, dtype=np.uint64) >> 1
+        order = np.random.default_rng(int(split_seed)).permutation(len(train))
+        n_val = max(1, len(train) // 10)
+        fit, val = train.subset(order[n_val:]), train.subset(order[:n_val])
+        net = build_model(config.model.name, train.in_shape, train.n_classes,
+                          generator=torch.Generator().manual_seed(int(init_seed)), **_model_kwargs(config))
+        train_plain(net, fit, config=plain, seed=int(train_seed), val=val)
+        return TrainedModel(lambda x: predict_logits(net, x), float("inf"), 0.0)
+
+    return trainer
 
 
 def _concat(a, b):
