@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from audit.errors import InputError
 
 DATASETS = ("fair", "randhie", "purchase", "digits")
-TRAINERS = ("plain", "dp", "zoo", "optimizer-plugin", "blackbox-plugin")
+TRAINERS = ("plain", "dp", "zoo", "fast", "optimizer-plugin", "blackbox-plugin")
 CANARY_KINDS = ("natural", "mislabeled", "clipbkd", "ood", "gradient")
 
 
@@ -50,7 +50,7 @@ class ModelConfig(_Section):
 
 
 class TrainerConfig(_Section):
-    kind: Literal["plain", "dp", "zoo", "optimizer-plugin", "blackbox-plugin"] = "plain"
+    kind: Literal["plain", "dp", "zoo", "fast", "optimizer-plugin", "blackbox-plugin"] = "plain"
     variant: str = ""
     plugin: str = ""
     epochs: int = Field(default=10, ge=1)
@@ -64,6 +64,11 @@ class TrainerConfig(_Section):
 
     @model_validator(mode="after")
     def _needs(self) -> "TrainerConfig":
+        if self.kind == "fast" and self.variant:
+            from trainers.fast.spec import FAULTS
+
+            if self.variant not in FAULTS:
+                raise ValueError(f"variant {self.variant!r} is not a fast-trainer fault; expected one of {', '.join(sorted(FAULTS))}")
         if self.kind == "zoo" and not self.variant:
             raise ValueError("kind = 'zoo' needs variant = a faulty DP-SGD name (see README)")
         if self.kind.endswith("plugin") and not self.plugin:
@@ -128,6 +133,15 @@ class AuditConfig(_Section):
     @model_validator(mode="after")
     def _consistent(self) -> "AuditConfig":
         private = self.trainer.kind in ("dp", "zoo", "optimizer-plugin")
+        if self.trainer.kind == "fast":
+            if self.audit.canary_kind == "gradient":
+                raise ValueError("trainer.kind = 'fast' runs black-box audits; use dp, zoo or optimizer-plugin for gradient canaries")
+            if self.model.name == "cnn" or self.model.dropout:
+                raise ValueError("trainer.kind = 'fast' trains MLPs and logistic regression without dropout")
+            if self.audit.augment != "none":
+                raise ValueError("trainer.kind = 'fast' queries each record once (audit.augment = 'none')")
+            if self.dp.noise_multiplier is not None and self.dp.target_epsilon is not None:
+                raise ValueError("dp: set at most one of noise_multiplier and target_epsilon")
         if private and (self.dp.noise_multiplier is None) == (self.dp.target_epsilon is None):
             raise ValueError("dp: set exactly one of noise_multiplier and target_epsilon for a DP-SGD trainer")
         if self.audit.canary_kind == "gradient":
@@ -149,6 +163,8 @@ class AuditConfig(_Section):
         """``"dp"`` when training claims an epsilon, else ``"non-dp"`` (a defence comparison)."""
         if self.trainer.kind == "blackbox-plugin":
             return "dp" if self.dp.claimed_epsilon is not None else "non-dp"
+        if self.trainer.kind == "fast":  # DP-SGD when given a noise level, else plain SGD
+            return "non-dp" if self.dp.noise_multiplier is None and self.dp.target_epsilon is None else "dp"
         return "non-dp" if self.trainer.kind == "plain" else "dp"
 
 

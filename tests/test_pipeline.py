@@ -316,3 +316,39 @@ def test_early_stopping_defence_runs(tmp_path):
     cfg = write(tmp_path, TINY_BLACKBOX, out=tmp_path / "run")
     report = run_audit(load_config(cfg, ["trainer.patience=1", "trainer.epochs=4"]), progress=False)
     assert report["verdict"]["decision"] == "REPORTED" and len(report["utility"]["models"]) == 5
+
+
+FAST = TINY_BLACKBOX.replace('kind = "plain"', 'kind = "fast"').replace("epochs = 2", "epochs = 3")
+
+
+def test_fast_trainer_blocks_do_not_change_the_models(tmp_path):
+    """Resuming the fast trainer trains the remaining models as a new block; each model
+    draws only from its own generator, so one block or two give the same observations."""
+    from audit.observations import ObservationRun
+    from audit.pipeline import data
+
+    config = load_config(write(tmp_path, FAST, out=tmp_path / "unused"))
+    audit_data = data.build(config)
+    keep = data.inclusion(config, len(audit_data.canaries))
+    first = config.model_copy(update={"audit": config.audit.model_copy(update={"models": 2})})
+    (tmp_path / "two").mkdir()
+    (tmp_path / "one").mkdir()
+    training.train_blackbox_fast(first, audit_data, keep, tmp_path / "two")
+    training.train_blackbox_fast(config, audit_data, keep, tmp_path / "two")
+    training.train_blackbox_fast(config, audit_data, keep, tmp_path / "one")
+    a = ObservationRun.open(tmp_path / "two" / "observations").load()
+    b = ObservationRun.open(tmp_path / "one" / "observations").load()
+    assert a.n_models == b.n_models == 5
+    np.testing.assert_allclose(a.logits, b.logits, rtol=0, atol=1e-5)
+
+
+def test_fast_trainer_dp_audit_claims_the_accountants_epsilon(tmp_path):
+    from audit.stats import claimed_epsilon
+
+    cfg = write(tmp_path, FAST, out=tmp_path / "run")
+    report = run_audit(load_config(cfg, ["dp.noise_multiplier=1.0"]), progress=False)
+    m0 = report["utility"]["models"][0]
+    expected = claimed_epsilon(noise_multiplier=1.0, sample_rate=64 / m0["n_train"], steps=m0["steps"], delta=1e-5).value
+    assert report["mode"] == "dp" and report["claimed"]["epsilon"] == pytest.approx(expected)
+    assert report["verdict"]["decision"] in ("VIOLATION", "NO VIOLATION DETECTED")
+    assert report["verdict"]["epsilon_lower_bound"] <= report["verdict"]["power"]

@@ -37,6 +37,10 @@ def _claim(config: AuditConfig, utility: dict[int, dict]) -> dict[str, Any]:
         return {"epsilon": config.dp.claimed_epsilon, "delta": config.dp.delta, "source": "stated by the plugin"}
     eps = utility[0]["epsilon"]
     source = f"opacus-{config.dp.accountant} accountant"
+    if config.trainer.kind == "fast":
+        source += " (fast trainer, model 0's sample rate)"
+        if config.trainer.variant:
+            source += f", claim of faulty variant {config.trainer.variant!r}"
     if config.trainer.kind == "zoo":
         source += f" (claim of zoo variant {config.trainer.variant!r})"
     return {"epsilon": eps, "delta": config.dp.delta, "source": source}
@@ -72,7 +76,10 @@ def run_audit(config: AuditConfig, *, resume: bool = False, progress: bool = Tru
         scores = {n: all_scores[n] for n in config.audit.statistics}
     else:
         keep = data.inclusion(config, len(audit_data.canaries))
-        run, utility = training.train_blackbox(config, audit_data, keep, run_dir, progress=progress)
+        if config.trainer.kind == "fast":
+            run, utility = training.train_blackbox_fast(config, audit_data, keep, run_dir)
+        else:
+            run, utility = training.train_blackbox(config, audit_data, keep, run_dir, progress=progress)
         timings["train_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         observations = run.load()

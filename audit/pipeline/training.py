@@ -148,6 +148,85 @@ def train_blackbox(config: AuditConfig, data: AuditData, keep: np.ndarray, run_d
     return run, utility
 
 
+def train_blackbox_fast(config: AuditConfig, data: AuditData, keep: np.ndarray, run_dir: Path):
+    """The black-box loop on the fast trainer: all unfinished models at once (one block;
+    a kill mid-block loses that block only). Model k draws everything from its own
+    generator, so the result does not depend on how models are grouped into blocks."""
+    import torch
+
+    from audit.observations import ObservationRun
+    from trainers import fast
+
+    t, dp, m = config.trainer, config.dp, len(data.canaries)
+    observed = _concat(data.canaries, data.population)
+    n_pop = len(data.population)
+    run = ObservationRun.resume_or_create(
+        run_dir / "observations",
+        labels=observed.y,
+        population=np.r_[np.zeros(m, bool), np.ones(n_pop, bool)],
+        metadata={"dataset": data.base.name, "trainer": "fast", "seed": config.seed},
+    )
+    utility = rundir.load_utility(run_dir)
+    todo = list(range(run.n_models_done, config.audit.models))
+    if not todo:
+        return run, utility
+    train_all = _concat(data.base, data.canaries)
+    flat = lambda ds: torch.from_numpy(ds.x.reshape(len(ds), -1))  # noqa: E731
+    x, y = flat(train_all), torch.from_numpy(train_all.y)
+    keep_all = np.concatenate([np.ones((len(todo), len(data.base)), bool), keep[todo]], axis=1)
+    widths = (x.shape[1], *(config.model.widths if config.model.name == "mlp" else ()), data.base.n_classes)
+    expected_subset = len(data.base) + m / 2
+    steps = fast.steps_for_epochs(t.epochs, t.batch_size, int(expected_subset))
+    private = config.mode == "dp"
+    sigma = 0.0
+    if private:
+        sigma = dp.noise_multiplier
+        if sigma is None:
+            from opacus.accountants.utils import get_noise_multiplier
+
+            sigma = get_noise_multiplier(target_epsilon=dp.target_epsilon, target_delta=dp.delta,
+                                         sample_rate=t.batch_size / expected_subset, steps=steps, accountant=dp.accountant)
+    spec = fast.CORRECT if private else fast.NON_PRIVATE
+    if t.variant:
+        spec = fast.fault(t.variant)
+    cfg = fast.DPSGDConfig(lr=t.lr, max_grad_norm=dp.max_grad_norm, noise_multiplier=sigma, expected_batch_size=t.batch_size,
+                           momentum=t.momentum, weight_decay=t.weight_decay, spec=spec)
+    generators = [torch.Generator().manual_seed(int(np.random.SeedSequence([config.seed, 5, k]).generate_state(1)[0]))
+                  for k in todo]
+    result = fast.train(x, y, torch.from_numpy(keep_all), fast.MLPShape(widths), cfg, steps=steps, generator=generators)
+    with torch.no_grad():
+        observed_logits = result.model.logits(flat(observed)).numpy()
+        train_pred = result.model.logits(x).argmax(-1).numpy()
+        test_pred = result.model.logits(flat(data.test)).argmax(-1).numpy() if len(data.test) else None
+    for row, k in enumerate(todo):
+        n_k = int(keep_all[row].sum())
+        eps = _fast_claim(config, sigma, t.batch_size / n_k, steps) if private else float("inf")
+        utility[k] = {
+            "index": k,
+            "n_train": n_k,
+            "train_accuracy": float((train_pred[row][keep_all[row]] == train_all.y[keep_all[row]]).mean()),
+            "test_accuracy": float((test_pred[row] == data.test.y).mean()) if test_pred is not None else None,
+            "epsilon": eps,
+            "delta": dp.delta if private else 0.0,
+            "steps": steps,
+            "noise_multiplier": sigma,
+        }
+    rundir.save_utility(run_dir, utility)
+    for row, k in enumerate(todo):
+        run.append(keep=np.r_[keep[k], np.zeros(n_pop, bool)], logits=observed_logits[row][:, None, :])
+    return run, utility
+
+
+def _fast_claim(config: AuditConfig, sigma: float, sample_rate: float, steps: int) -> float:
+    """The epsilon the fast trainer claims for one model: Opacus' accountant at its own rate."""
+    from audit.stats.accountant import claimed_epsilon
+
+    if sigma <= 0:
+        return float("inf")
+    return claimed_epsilon(noise_multiplier=sigma, sample_rate=min(sample_rate, 1.0), steps=steps,
+                           delta=config.dp.delta, accountant=config.dp.accountant).value
+
+
 def _accuracy(trained, ds) -> float:
     return float((np.asarray(trained.predict_logits(ds.x)).argmax(axis=1) == ds.y).mean())
 
