@@ -102,6 +102,19 @@ class AuditSettings(_Section):
     augment: Literal["none", "mirror", "shift"] = "none"
 
 
+class DefenceSettings(_Section):
+    """Output-side defences applied when the models are queried (what an attacker sees)."""
+
+    temperature: float = Field(default=1.0, gt=0.0)
+    top_k: int = Field(default=0, ge=0, description="0 = all classes")
+    decimals: int = Field(default=-1, ge=-1, description="-1 = no rounding")
+    label_only: bool = False
+
+    @property
+    def active(self) -> bool:
+        return self.temperature != 1.0 or self.top_k > 0 or self.decimals >= 0 or self.label_only
+
+
 class MlflowSettings(_Section):
     enabled: bool = True
     tracking_uri: str = ""
@@ -127,6 +140,7 @@ class AuditConfig(_Section):
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     dp: DPSettings = Field(default_factory=DPSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    defence: DefenceSettings = Field(default_factory=DefenceSettings)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     gate: GateSettings = Field(default_factory=GateSettings)
 

@@ -352,3 +352,14 @@ def test_fast_trainer_dp_audit_claims_the_accountants_epsilon(tmp_path):
     assert report["mode"] == "dp" and report["claimed"]["epsilon"] == pytest.approx(expected)
     assert report["verdict"]["decision"] in ("VIOLATION", "NO VIOLATION DETECTED")
     assert report["verdict"]["epsilon_lower_bound"] <= report["verdict"]["power"]
+
+
+def test_label_only_output_defence_is_what_attacks_see(tmp_path):
+    from audit.observations import load_observations
+
+    cfg = write(tmp_path, TINY_BLACKBOX, out=tmp_path / "run")
+    run_audit(load_config(cfg, ["defence.label_only=true", "audit.attacks=['loss', 'label-only']"]), progress=False)
+    obs = load_observations(tmp_path / "run" / "observations")
+    probs = np.exp(obs.logits)
+    # every query reveals a one-hot label and nothing else
+    assert np.all(np.isclose(probs.max(-1), 1.0)) and np.all(np.isclose(probs.sum(-1), 1.0, atol=1e-6))

@@ -102,6 +102,21 @@ def _early_stopping_trainer(config: AuditConfig, plain):
     return trainer
 
 
+def output_defence(config: AuditConfig):
+    """The configured ``trainers.output_defences.OutputDefence``, or None."""
+    d = config.defence
+    if not d.active:
+        return None
+    from trainers.output_defences import OutputDefence
+
+    return OutputDefence(
+        temperature=d.temperature,
+        top_k=d.top_k or None,
+        decimals=None if d.decimals < 0 else d.decimals,
+        label_only=d.label_only,
+    )
+
+
 def _concat(a, b):
     return dataclasses.replace(a, x=np.concatenate([a.x, b.x]), y=np.concatenate([a.y, b.y]))
 
@@ -134,7 +149,7 @@ def train_blackbox(config: AuditConfig, data: AuditData, keep: np.ndarray, run_d
         train = _concat(data.base, data.canaries.subset(keep[k]))
         seed = int(np.random.SeedSequence([config.seed, 3, k]).generate_state(1)[0])
         trained = trainer(train, seed=seed)
-        logits = observe_outputs(trained.predict_logits, observed.x, augment=config.audit.augment)
+        logits = observe_outputs(trained.predict_logits, observed.x, augment=config.audit.augment, defence=output_defence(config))
         utility[k] = {
             "index": k,
             "n_train": len(train),
@@ -196,6 +211,12 @@ def train_blackbox_fast(config: AuditConfig, data: AuditData, keep: np.ndarray, 
     result = fast.train(x, y, torch.from_numpy(keep_all), fast.MLPShape(widths), cfg, steps=steps, generator=generators)
     with torch.no_grad():
         observed_logits = result.model.logits(flat(observed)).numpy()
+    defence = output_defence(config)
+    if defence is not None:  # as trainers.observe.observe_outputs stores defended outputs
+        from trainers.observe import PROB_FLOOR
+
+        observed_logits = np.stack([np.log(np.maximum(defence.apply(o), PROB_FLOOR)) for o in observed_logits])
+    with torch.no_grad():
         train_pred = result.model.logits(x).argmax(-1).numpy()
         test_pred = result.model.logits(flat(data.test)).argmax(-1).numpy() if len(data.test) else None
     for row, k in enumerate(todo):
