@@ -109,9 +109,12 @@ class DefenceSettings(_Section):
     top_k: int = Field(default=0, ge=0, description="0 = all classes")
     decimals: int = Field(default=-1, ge=-1, description="-1 = no rounding")
     label_only: bool = False
+    distillation: bool = Field(default=False, description="release a student distilled from each model (plain trainer)")
+    distill_temperature: float = Field(default=4.0, gt=0.0)
 
     @property
     def active(self) -> bool:
+        """Whether an output-side defence changes what queries reveal."""
         return self.temperature != 1.0 or self.top_k > 0 or self.decimals >= 0 or self.label_only
 
 
@@ -158,6 +161,8 @@ class AuditConfig(_Section):
                 raise ValueError("dp: set at most one of noise_multiplier and target_epsilon")
         if private and (self.dp.noise_multiplier is None) == (self.dp.target_epsilon is None):
             raise ValueError("dp: set exactly one of noise_multiplier and target_epsilon for a DP-SGD trainer")
+        if self.defence.distillation and self.trainer.kind != "plain":
+            raise ValueError("defence.distillation needs trainer.kind = 'plain'")
         if self.audit.canary_kind == "gradient":
             if not private:
                 raise ValueError(

@@ -363,3 +363,16 @@ def test_label_only_output_defence_is_what_attacks_see(tmp_path):
     probs = np.exp(obs.logits)
     # every query reveals a one-hot label and nothing else
     assert np.all(np.isclose(probs.max(-1), 1.0)) and np.all(np.isclose(probs.sum(-1), 1.0, atol=1e-6))
+
+
+def test_distillation_defence_releases_the_student(tmp_path, monkeypatch):
+    from trainers import plain
+
+    calls = []
+    real = plain.train_distilled
+    monkeypatch.setattr(plain, "train_distilled", lambda *a, **k: calls.append(k["temperature"]) or real(*a, **k))
+    cfg = write(tmp_path, TINY_BLACKBOX, out=tmp_path / "run")
+    report = run_audit(load_config(cfg, ["defence.distillation=true", "defence.distill_temperature=3.0"]), progress=False)
+    assert calls == [3.0] * 5 and len(report["utility"]["models"]) == 5
+    with pytest.raises(InputError, match="distillation"):
+        load_config(cfg, ["defence.distillation=true", "trainer.kind='fast'"])

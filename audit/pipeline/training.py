@@ -41,8 +41,11 @@ def _model_kwargs(config: AuditConfig) -> dict:
     return {}
 
 
-def model_trainer(config: AuditConfig):
-    """A ``trainers.observe.ModelTrainer`` for the configured trainer kind."""
+def model_trainer(config: AuditConfig, *, transfer=None):
+    """A ``trainers.observe.ModelTrainer`` for the configured trainer kind.
+
+    ``transfer``: records a distilled student is trained on (``defence.distillation``).
+    """
     from trainers import observe
     from trainers.plain import PlainConfig
 
@@ -58,6 +61,8 @@ def model_trainer(config: AuditConfig):
             label_smoothing=t.label_smoothing,
             patience=t.patience or None,
         )
+        if config.defence.distillation:
+            return _distilling_trainer(config, plain, transfer)
         if not t.patience:
             return observe.plain_trainer(config.model.name, config=plain, **_model_kwargs(config))
         return _early_stopping_trainer(config, plain)
@@ -77,6 +82,35 @@ def model_trainer(config: AuditConfig):
         optimizer_class=optimizer_class,
         **_model_kwargs(config),
     )
+
+
+def _distilling_trainer(config: AuditConfig, plain, transfer):
+    """The distillation defence (Hinton, Vinyals & Dean 2015, as a membership-inference
+    defence): a teacher is trained on the model's records; the released model is a
+    student fit to the teacher's soft labels (temperature ``defence.distill_temperature``)
+    on ``transfer`` records (the base records, which every model trains on: the student
+    never sees a canary, only the teacher's outputs elsewhere)."""
+    import torch
+
+    from audit.errors import InputError
+    from trainers.models import build_model
+    from trainers.observe import TrainedModel, plain_trainer
+    from trainers.plain import predict_logits, train_distilled
+
+    if transfer is None or len(transfer) == 0:
+        raise InputError("defence.distillation needs transfer records: the training pool has none besides canaries")
+    teacher_trainer = plain_trainer(config.model.name, config=plain, **_model_kwargs(config))
+
+    def trainer(train, *, seed: int):
+        teacher_seed, init_seed, student_seed = np.random.SeedSequence(seed).generate_state(3, dtype=np.uint64) >> 1
+        teacher = teacher_trainer(train, seed=int(teacher_seed))
+        student = build_model(config.model.name, train.in_shape, train.n_classes,
+                              generator=torch.Generator().manual_seed(int(init_seed)), **_model_kwargs(config))
+        train_distilled(student, transfer.x, teacher.predict_logits(transfer.x),
+                        temperature=config.defence.distill_temperature, config=plain, seed=int(student_seed), train=train)
+        return TrainedModel(lambda x: predict_logits(student, x), float("inf"), 0.0)
+
+    return trainer
 
 
 def _early_stopping_trainer(config: AuditConfig, plain):
@@ -139,7 +173,7 @@ def train_blackbox(config: AuditConfig, data: AuditData, keep: np.ndarray, run_d
         metadata={"dataset": data.base.name, "trainer": config.trainer.kind, "seed": config.seed},
     )
     utility = rundir.load_utility(run_dir)
-    trainer = model_trainer(config)
+    trainer = model_trainer(config, transfer=data.base)
     indices = range(run.n_models_done, config.audit.models)
     if progress:
         from tqdm import tqdm
