@@ -161,8 +161,8 @@ class AuditConfig(_Section):
                 raise ValueError("dp: set at most one of noise_multiplier and target_epsilon")
         if private and (self.dp.noise_multiplier is None) == (self.dp.target_epsilon is None):
             raise ValueError("dp: set exactly one of noise_multiplier and target_epsilon for a DP-SGD trainer")
-        if self.defence.distillation and self.trainer.kind != "plain":
-            raise ValueError("defence.distillation needs trainer.kind = 'plain'")
+        if self.defence.distillation and (self.trainer.kind != "plain" or self.trainer.patience):
+            raise ValueError("defence.distillation needs trainer.kind = 'plain' without early stopping (patience = 0)")
         if self.audit.canary_kind == "gradient":
             if not private:
                 raise ValueError(

@@ -118,8 +118,8 @@ def test_resume_after_interrupt_redoes_nothing_and_matches_a_clean_run(tmp_path,
     real = training.model_trainer
     calls = []
 
-    def counting(cfg, fail_at=None):
-        inner = real(cfg)
+    def counting(cfg, fail_at=None, **kw):
+        inner = real(cfg, **kw)
 
         def trainer(train, *, seed):
             calls.append(seed)
@@ -129,14 +129,14 @@ def test_resume_after_interrupt_redoes_nothing_and_matches_a_clean_run(tmp_path,
 
         return trainer
 
-    monkeypatch.setattr(training, "model_trainer", lambda cfg: counting(cfg, fail_at=3))
+    monkeypatch.setattr(training, "model_trainer", lambda cfg, **kw: counting(cfg, fail_at=3, **kw))
     with pytest.raises(KeyboardInterrupt):
         run_audit(config, progress=False)
     assert not (tmp_path / "run" / "report.json").exists()  # nothing half-written
     assert len(calls) == 3
 
     calls.clear()
-    monkeypatch.setattr(training, "model_trainer", lambda cfg: counting(cfg))
+    monkeypatch.setattr(training, "model_trainer", lambda cfg, **kw: counting(cfg, **kw))
     with pytest.raises(InputError, match="--resume"):
         run_audit(config, progress=False)
     resumed = run_audit(config, resume=True, progress=False)
@@ -226,8 +226,8 @@ def test_ctrl_c_keeps_finished_models_and_says_resume(tmp_path, capsys, monkeypa
     real = training.model_trainer
     calls = []
 
-    def interrupted(config):
-        inner = real(config)
+    def interrupted(config, **kw):
+        inner = real(config, **kw)
 
         def trainer(train, *, seed):
             calls.append(seed)

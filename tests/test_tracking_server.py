@@ -173,30 +173,13 @@ def test_server_down_then_upload(server, tmp_path):
     assert json.loads((run_dir / "mlflow_run.json").read_text())["run_id"] == uploaded.run_id
 
 
-GATE_CONFIG = """
-name = "{name}"
-output_dir = "{out}"
-[data]
-name = "fair"
-n = 1500
-population = 0
-test = 300
-[model]
-name = "logreg"
-[trainer]
-kind = "{kind}"
-variant = "{variant}"
-epochs = 2
-batch_size = 50
-[dp]
-noise_multiplier = 1.0
-[audit]
-canaries = 600
-canary_kind = "gradient"
-[mlflow]
-tracking_uri = "{uri}"
-experiment = "gate-e2e"
-"""
+def gate_config() -> str:
+    """The pipeline tests' tiny white-box audit, logging to a server."""
+    from tests.test_pipeline import TINY_WHITEBOX
+
+    return TINY_WHITEBOX.replace('name = "tiny-wb"', 'name = "{name}"').replace(
+        "enabled = false", 'tracking_uri = "{uri}"\nexperiment = "gate-e2e"'
+    )
 
 
 def test_dpaudit_gate_end_to_end(server, tmp_path, capsys):
@@ -212,7 +195,7 @@ def test_dpaudit_gate_end_to_end(server, tmp_path, capsys):
     runs = {}
     for name, kind, variant, code in (("correct", "dp", "", 0), ("broken", "zoo", "no_clipping", 1)):
         cfg = tmp_path / f"{name}.toml"
-        cfg.write_text(GATE_CONFIG.format(name=name, out=tmp_path / name, kind=kind, variant=variant, uri=server))
+        cfg.write_text(gate_config().format(name=name, out=tmp_path / name, kind=kind, variant=variant, uri=server))
         assert main(["gate", str(cfg), "--model-name", "released-model", "--no-progress"]) == code
         runs[name] = json.loads((tmp_path / name / "mlflow_run.json").read_text())["run_id"]
         version = mlflow.get_model_version("released-model", "1")

@@ -15,17 +15,25 @@ from audit.pipeline import rundir
 from audit.pipeline.data import AuditData
 
 
+def _sgd_fields(config: AuditConfig) -> dict:
+    """The optimisation settings shared by plain training and DP-SGD."""
+    t = config.trainer
+    return {
+        "epochs": t.epochs,
+        "batch_size": t.batch_size,
+        "lr": t.lr,
+        "optimizer": t.optimizer,
+        "momentum": t.momentum,
+        "weight_decay": t.weight_decay,
+    }
+
+
 def _dp_config(config: AuditConfig):
     from trainers.opacus_dp import DPConfig
 
-    t, dp = config.trainer, config.dp
+    dp = config.dp
     return DPConfig(
-        epochs=t.epochs,
-        batch_size=t.batch_size,
-        lr=t.lr,
-        optimizer=t.optimizer,
-        momentum=t.momentum,
-        weight_decay=t.weight_decay,
+        **_sgd_fields(config),
         max_grad_norm=dp.max_grad_norm,
         noise_multiplier=dp.noise_multiplier,
         target_epsilon=dp.target_epsilon,
@@ -51,16 +59,7 @@ def model_trainer(config: AuditConfig, *, transfer=None):
 
     t = config.trainer
     if t.kind == "plain":
-        plain = PlainConfig(
-            epochs=t.epochs,
-            batch_size=t.batch_size,
-            lr=t.lr,
-            optimizer=t.optimizer,
-            momentum=t.momentum,
-            weight_decay=t.weight_decay,
-            label_smoothing=t.label_smoothing,
-            patience=t.patience or None,
-        )
+        plain = PlainConfig(**_sgd_fields(config), label_smoothing=t.label_smoothing, patience=t.patience or None)
         if config.defence.distillation:
             return _distilling_trainer(config, plain, transfer)
         if not t.patience:
