@@ -16,7 +16,6 @@ canaries and bound epsilon from their per-step readings.
 from __future__ import annotations
 
 import datetime
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ def _claim(config: AuditConfig, utility: dict[int, dict]) -> dict[str, Any]:
         return {"epsilon": None, "delta": None, "source": "non-private training"}
     if config.trainer.kind == "blackbox-plugin":
         return {"epsilon": config.dp.claimed_epsilon, "delta": config.dp.delta, "source": "stated by the plugin"}
-    eps = utility[0]["epsilon"]
+    eps = float(utility[0]["epsilon"])  # "inf" in JSON for an unbounded claim
     source = f"opacus-{config.dp.accountant} accountant"
     if config.trainer.kind == "fast":
         source += " (fast trainer, model 0's sample rate)"
@@ -117,7 +116,3 @@ def run_audit(config: AuditConfig, *, resume: bool = False, progress: bool = Tru
     }
     rundir.write_json(run_dir / "report.json", report)
     return report
-
-
-def warn(message: str) -> None:
-    print(f"dpaudit: warning: {' '.join(message.split())}", file=sys.stderr)

@@ -17,11 +17,13 @@ from typing import Any
 from audit.atomic import atomic_open
 from audit.config import AuditConfig
 from audit.errors import InputError
+from audit.stats.result import jsonable
 
 
 def write_json(path: Path, payload: Any) -> None:
+    """Strict JSON (infinities as the string "inf", as in every result object), atomically."""
     with atomic_open(path) as handle:
-        json.dump(payload, handle, indent=1, sort_keys=True, default=str)
+        json.dump(jsonable(payload), handle, indent=1, sort_keys=True, default=str, allow_nan=False)
         handle.write("\n")
 
 

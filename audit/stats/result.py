@@ -17,12 +17,12 @@ GUARANTEED = "bound"
 ESTIMATE = "estimate"
 
 
-def _plain(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """JSON-friendly copy: numpy scalars to Python, tuples to lists, inf/nan to strings."""
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [jsonable(v) for v in value]
     if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 0) == 0:
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -61,7 +61,7 @@ class EpsilonResult:
         return self.kind == GUARANTEED
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(
+        return jsonable(
             {
                 "epsilon_lower_bound" if self.is_guaranteed else "epsilon_estimate": self.value,
                 "kind": self.kind,
