@@ -60,9 +60,7 @@ def execute(config_path: str, overrides, *, resume: bool, progress: bool, gate_m
         report = run_audit(config, resume=resume, progress=progress)
     except (InputError, click.ClickException):
         raise
-    except KeyboardInterrupt:
-        raise
-    except Exception as err:  # plugin code, numerical failure: not bad input
+    except Exception as err:  # plugin code, numerical failure: not bad input (Ctrl-C is no Exception)
         raise RuntimeFailure(f"audit failed: {type(err).__name__}: {err}") from err
     run_dir = Path(report["run_dir"])
     files = render(report, run_dir)

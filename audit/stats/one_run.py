@@ -22,6 +22,7 @@ import numpy as np
 from scipy import optimize, special, stats
 
 from audit.stats import _validate
+from audit.stats.guesses import GuessSearch, GuessStrategy, RankedCanaries, describe
 from audit.stats.result import GUARANTEED, EpsilonResult
 
 # No audit with fewer than 10^80 canaries can show more than this.
@@ -143,7 +144,7 @@ def epsilon_one_run_from_scores(
     *,
     delta: float,
     confidence: float = 0.95,
-    strategy: "GuessStrategy | None" = None,
+    strategy: GuessStrategy | None = None,
 ) -> EpsilonResult:
     """One-run epsilon lower bound from raw canary scores, with a valid abstention search.
 
@@ -157,8 +158,6 @@ def epsilon_one_run_from_scores(
     ``details`` holds the chosen (k+, k-), the guesses and correct guesses, the family
     size and ``power``: the bound this design would give if every guess were right.
     """
-    from audit.stats.guesses import GuessSearch, RankedCanaries, describe
-
     scores, members = _validate.check_scores(scores, members)
     delta = _validate.check_delta(delta)
     confidence = _validate.check_confidence(confidence)
