@@ -99,6 +99,10 @@ class AuditSettings(_Section):
         default_factory=lambda: ["likelihood-ratio"]
     )
     fprs: list[float] = Field(default_factory=lambda: [0.1, 0.01, 0.001, 0.0001])
+    full_guess_share: float = Field(
+        default=0.0, ge=0.0, lt=1.0,
+        description="share of 1 - confidence reserved for guessing every canary (raises the power for bug hunting)",
+    )
     augment: Literal["none", "mirror", "shift"] = "none"
 
 

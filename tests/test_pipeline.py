@@ -376,3 +376,10 @@ def test_distillation_defence_releases_the_student(tmp_path, monkeypatch):
     assert calls == [3.0] * 5 and len(report["utility"]["models"]) == 5
     with pytest.raises(InputError, match="distillation"):
         load_config(cfg, ["defence.distillation=true", "trainer.kind='fast'"])
+
+
+def test_full_guess_share_raises_the_power(tmp_path):
+    cfg = write(tmp_path, TINY_WHITEBOX, out=tmp_path / "a", kind="zoo", variant="no_clipping")
+    plain = run_audit(load_config(cfg), progress=False)
+    shared = run_audit(load_config(cfg, ["audit.full_guess_share=0.5", f"output_dir='{tmp_path / 'b'}'"]), progress=False)
+    assert shared["verdict"]["power"] > plain["verdict"]["power"]

@@ -101,12 +101,13 @@ def target_scores(config: AuditConfig, observations, keep: np.ndarray) -> tuple[
 def bounds_and_estimates(config: AuditConfig, scores: dict[str, np.ndarray], members: np.ndarray, delta: float):
     """One-run bound per score, each at ``1 - (1 - confidence) / len(scores)`` (Bonferroni
     over the scores tried), so the verdict may take the best of them; f-DP estimates beside."""
-    from audit.stats import epsilon_one_run_from_scores, fdp_one_run_estimate
+    from audit.stats import GuessSearch, epsilon_one_run_from_scores, fdp_one_run_estimate
 
+    search = GuessSearch(full_share=config.audit.full_guess_share)
     per_test = 1.0 - (1.0 - config.confidence) / max(len(scores), 1)
     bounds, estimates = [], []
     for name, s in scores.items():
-        b = epsilon_one_run_from_scores(s, members, delta=delta, confidence=per_test)
+        b = epsilon_one_run_from_scores(s, members, delta=delta, confidence=per_test, strategy=search)
         row = {"name": f"one-run/{name}", **b.to_dict()}
         row["confidence_overall"] = config.confidence
         bounds.append(row)
