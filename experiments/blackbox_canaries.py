@@ -54,7 +54,7 @@ class Setting:
     epochs: int = 10
     batch_size: int = 64
     lr: float = 0.1
-    noise_multiplier: float = 1.0
+    noise_multipliers: tuple[float, ...] = (1.0, 0.5)
     max_grad_norm: float = 1.0
     models: int = 8
     canaries: int = 200
@@ -62,12 +62,14 @@ class Setting:
 
 
 FULL = Setting()
-QUICK = Setting(data="fair", n=600, population=50, test=50, widths=(16,), epochs=2, models=5, canaries=8, seeds=(0,))
+QUICK = Setting(data="fair", n=600, population=50, test=50, widths=(16,), epochs=2, models=5, canaries=8, seeds=(0,),
+                noise_multipliers=(1.0,))
 
 
-def config_tree(setting: Setting, kind: str, *, dp: bool, seed: int, out: Path) -> dict:
+def config_tree(setting: Setting, kind: str, *, noise: float | None, seed: int, out: Path) -> dict:
+    """The audit config for one kind and seed; ``noise=None`` trains without privacy."""
     tree = {
-        "name": f"canaries-{kind}-{'dp' if dp else 'plain'}-{seed}",
+        "name": f"canaries-{kind}-{'plain' if noise is None else f'dp{noise:g}'}-{seed}",
         "seed": seed,
         "output_dir": str(out),
         "data": {"name": setting.data, "n": setting.n, "population": setting.population, "test": setting.test},
@@ -76,8 +78,8 @@ def config_tree(setting: Setting, kind: str, *, dp: bool, seed: int, out: Path) 
         "audit": {"models": setting.models, "canaries": setting.canaries, "canary_kind": kind, "attacks": list(ATTACKS)},
         "mlflow": {"enabled": False},
     }
-    if dp:
-        tree["dp"] = {"noise_multiplier": setting.noise_multiplier, "max_grad_norm": setting.max_grad_norm}
+    if noise is not None:
+        tree["dp"] = {"noise_multiplier": noise, "max_grad_norm": setting.max_grad_norm}
     return tree
 
 
@@ -106,13 +108,13 @@ def summarise(report: dict) -> dict:
 def run(setting: Setting) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for dp in (False, True):
+        for noise in (None, *setting.noise_multipliers):
             for kind in KINDS:
                 for seed in setting.seeds:
                     start = time.perf_counter()
-                    out = Path(tmp) / f"{kind}-{int(dp)}-{seed}"
-                    report = run_audit(parse_config(config_tree(setting, kind, dp=dp, seed=seed, out=out)), progress=False)
-                    rows.append({"kind": kind, "dp": dp, "seed": seed, "seconds": time.perf_counter() - start,
+                    out = Path(tmp) / f"{kind}-{noise}-{seed}"
+                    report = run_audit(parse_config(config_tree(setting, kind, noise=noise, seed=seed, out=out)), progress=False)
+                    rows.append({"kind": kind, "noise": noise, "seed": seed, "seconds": time.perf_counter() - start,
                                  **summarise(report)})
     return rows
 
@@ -124,6 +126,24 @@ def _stat(values) -> str:
     return f"{np.mean(values):.3f} [{np.min(values):.3f}, {np.max(values):.3f}]"
 
 
+def comparison(rows: list[dict]) -> str:
+    """Which kind leads on each figure, and whether it leads on every seed (its worst above the others' best)."""
+    parts = []
+    for key, label in (("auc", "AUC"), ("tpr_1", "TPR @ 1% FPR"), ("tpr_01", "TPR @ 0.1% FPR"), ("bound", "eps lower bound")):
+        by_kind = {k: [r[key] for r in rows if r["kind"] == k] for k in KINDS}
+        means = {k: float(np.mean(v)) for k, v in by_kind.items()}
+        top = max(means.values())
+        leads = [k for k in KINDS if means[k] == top]
+        if len(leads) > 1:
+            parts.append(f"{label}: tie ({', '.join(leads)} at {top:.3f})")
+            continue
+        lead = leads[0]
+        others = max(max(v) for k, v in by_kind.items() if k != lead)
+        separated = min(by_kind[lead]) > others
+        parts.append(f"{label}: {lead}" + (" (above every other kind on every seed)" if separated else " (ranges overlap)"))
+    return "Highest mean: " + "; ".join(parts) + "."
+
+
 def markdown(rows: list[dict], setting: Setting, seconds: float, quick: bool) -> str:
     lines = [
         "# Black-box canaries compared" + (" (quick)" if quick else ""),
@@ -131,7 +151,7 @@ def markdown(rows: list[dict], setting: Setting, seconds: float, quick: bool) ->
         f"Data `{setting.data}` (n = {setting.n}, population {setting.population}, test {setting.test}), MLP "
         f"widths {list(setting.widths)}, fast trainer, {setting.epochs} epochs, batch {setting.batch_size}, lr {setting.lr}; "
         f"K = {setting.models} models, {setting.canaries} canaries of each kind, each included in each model with "
-        f"probability 1/2. DP-SGD: noise multiplier {setting.noise_multiplier}, C = {setting.max_grad_norm}, delta 1e-5. "
+        f"probability 1/2. DP-SGD: noise multipliers {list(setting.noise_multipliers)}, C = {setting.max_grad_norm}, delta 1e-5. "
         f"Seeds {list(setting.seeds)}: mean [min, max].",
         "",
         f"Strongest attack = highest AUC among {', '.join(ATTACKS)} (leave-one-out over the K targets, scores pooled). "
@@ -141,16 +161,17 @@ def markdown(rows: list[dict], setting: Setting, seconds: float, quick: bool) ->
         "with these canaries.",
         "",
     ]
-    for dp in (False, True):
+    for noise in (None, *setting.noise_multipliers):
+        dp = noise is not None
         lines += [
-            f"## {'DP-SGD' if dp else 'Plain SGD (no privacy)'}",
+            f"## {f'DP-SGD, noise multiplier {noise:g}' if dp else 'Plain SGD (no privacy)'}",
             "",
             "| canary kind | strongest attack (per seed) | AUC | TPR @ 1% FPR | TPR @ 0.1% FPR | eps lower bound (model 0) | power |"
             + (" claimed eps | verdicts |" if dp else ""),
             "|---|---|---|---|---|---|---:|" + ("---:|---|" if dp else ""),
         ]
         for kind in KINDS:
-            sel = [r for r in rows if r["kind"] == kind and r["dp"] == dp]
+            sel = [r for r in rows if r["kind"] == kind and r["noise"] == noise]
             line = (f"| {kind} | {', '.join(r['attack'] for r in sel)} | {_stat(r['auc'] for r in sel)} | "
                     f"{_stat(r['tpr_1'] for r in sel)} | {_stat(r['tpr_01'] for r in sel)} | "
                     f"{_stat(r['bound'] for r in sel)} | {np.mean([r['power'] for r in sel]):.2f} |")
@@ -158,12 +179,15 @@ def markdown(rows: list[dict], setting: Setting, seconds: float, quick: bool) ->
                 decisions = sorted({r["decision"] for r in sel})
                 line += f" {np.mean([r['claimed'] for r in sel]):.2f} | {', '.join(decisions)} |"
             lines.append(line)
-        lines.append("")
+        lines += ["", comparison([r for r in rows if r["noise"] == noise]), ""]
     members = [r["members"] + r["non_members"] for r in rows]
     lines += [
         f"Each AUC / TPR pools {min(members)}-{max(members)} (target, canary) pairs (a canary counts for a target "
-        "when its shadows include it at least once and exclude it at least once); at 0.1% FPR that is about one "
-        "false positive, so the TPR at 0.1% is coarse.",
+        f"when its shadows include it at least once and exclude it at least once); with {min(r['non_members'] for r in rows)}-"
+        f"{max(r['non_members'] for r in rows)} non-members, 0.1% FPR allows "
+        f"{max(r['non_members'] for r in rows) // 1000} false positives, so the TPR at 0.1% is the TPR at (almost) zero "
+        "false positives and is coarse. Natural and mislabeled canaries are taken out of the training pool, so "
+        f"those models train on {setting.canaries} fewer records and their claimed epsilon is a little higher.",
         "",
         f"Reproduce: `.venv/bin/python -m experiments.blackbox_canaries{' --quick' if quick else ''}`. "
         f"Total {seconds:.0f} s ({len(rows)} audits) on {platform.machine()} Python {platform.python_version()}, "
