@@ -383,3 +383,21 @@ def test_full_guess_share_raises_the_power(tmp_path):
     plain = run_audit(load_config(cfg), progress=False)
     shared = run_audit(load_config(cfg, ["audit.full_guess_share=0.5", f"output_dir='{tmp_path / 'b'}'"]), progress=False)
     assert shared["verdict"]["power"] > plain["verdict"]["power"]
+
+
+@pytest.mark.parametrize("scale, expected", [(1.0, 0), (0.1, 1)])
+def test_gradient_canaries_audit_a_plugin_optimizer(tmp_path, scale, expected):
+    """White-box one-run audit of a user's DPOptimizer loaded from an import path: the
+    harness wraps it so that canaries go in before its own clipping; a plugin that adds a
+    tenth of the noise it claims is caught."""
+    plugin = tmp_path / "user_dp.py"
+    plugin.write_text(
+        "from tests.plugins_example import ScaledNoiseOptimizer\n"
+        "class UserOptimizer(ScaledNoiseOptimizer):\n"
+        "    def __init__(self, *args, **kwargs):\n"
+        f"        super().__init__(*args, noise_scale={scale}, **kwargs)\n"
+    )
+    cfg = write(tmp_path, TINY_WHITEBOX, out=tmp_path / "run", kind="optimizer-plugin", variant="")
+    assert main(["run", str(cfg), "--no-progress", "--set", f"trainer.plugin='{plugin}:UserOptimizer'"]) == expected
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["verdict"]["decision"] == ("VIOLATION" if expected else "NO VIOLATION DETECTED")
