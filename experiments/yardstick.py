@@ -213,6 +213,7 @@ class YardstickRow:
     sum_bounds: np.ndarray
     opacus_llr_bounds: np.ndarray | None = None
     opacus_sum_bounds: np.ndarray | None = None
+    llr_fdp_estimates: np.ndarray | None = None  # f-DP estimates (Gaussian assumption), not bounds
 
 
 def run(
@@ -231,12 +232,13 @@ def run(
 
     With ``opacus=True`` each seed also runs :func:`opacus_audit` with the same settings.
     """
+    from audit.stats.estimates import fdp_one_run_estimate
     from audit.stats.one_run import epsilon_one_run_from_scores
 
     rows = []
     for eps in epsilons:
         sigma = noise_for_epsilon(eps, delta=delta, sample_rate=sample_rate, steps=steps)
-        llr_b, sum_b, op_llr, op_sum = [], [], [], []
+        llr_b, sum_b, op_llr, op_sum, fdp = [], [], [], [], []
         for seed in range(seeds):
             sim = simulate(
                 n_canaries=n_canaries,
@@ -245,7 +247,13 @@ def run(
                 noise_multiplier=sigma,
                 rng=np.random.default_rng([seed, int(round(eps * 1000))]),
             )
-            llr_b.append(epsilon_one_run_from_scores(sim.llr, sim.members, delta=delta, confidence=confidence).value)
+            llr = epsilon_one_run_from_scores(sim.llr, sim.members, delta=delta, confidence=confidence)
+            llr_b.append(llr.value)
+            d = llr.details  # the f-DP estimate at the guesses the bound chose (Mahloujifar et al. 2024)
+            fdp.append(
+                fdp_one_run_estimate(d["canaries"], d["guesses"], d["correct"], delta=delta, confidence=confidence).value
+                if d.get("guesses") else 0.0
+            )
             sum_b.append(epsilon_one_run_from_scores(sim.total, sim.members, delta=delta, confidence=confidence).value)
             if opacus:
                 real = opacus_audit(
@@ -261,6 +269,7 @@ def run(
                 np.array(sum_b),
                 np.array(op_llr) if opacus else None,
                 np.array(op_sum) if opacus else None,
+                np.array(fdp),
             )
         )
         if progress is not None:
@@ -279,11 +288,17 @@ def format_table(rows: list[YardstickRow]) -> str:
     if opacus:
         head += " Opacus DP-SGD, LLR score | Opacus DP-SGD, sum score |"
         rule += "---:|---:|"
+    estimates = any(row.llr_fdp_estimates is not None for row in rows)
+    if estimates:
+        head += " f-DP estimate, simulation, LLR (an estimate, assumes a Gaussian trade-off curve) |"
+        rule += "---:|"
     lines = [head, rule]
     for row in rows:
         line = f"| {row.claimed_epsilon:g} | {row.noise_multiplier:.4f} | {_cell(row.llr_bounds)} | {_cell(row.sum_bounds)} |"
         if opacus:
             line += f" {_cell(row.opacus_llr_bounds)} | {_cell(row.opacus_sum_bounds)} |"
+        if estimates:
+            line += f" {_cell(row.llr_fdp_estimates)} |" if row.llr_fdp_estimates is not None else " - |"
         lines.append(line)
     return "\n".join(lines)
 
@@ -311,7 +326,9 @@ search over guess counts of `audit.stats.one_run.epsilon_one_run_from_scores` (d
 Scores: the log-likelihood ratio of the T readings (`canaries.iterate_scores.likelihood_ratio`) and
 the plain sum of readings (`canaries.iterate_scores.all_iterates`). {seeds} seeds per row
 (simulation seed s uses `np.random.default_rng([s, round(1000 ε)])`). Cells: mean (min to max) of the
-ε lower bound over seeds.
+ε lower bound over seeds. The last column is not a bound: the f-DP one-run estimate of Mahloujifar,
+Melis & Chaudhuri 2024 (`audit.stats.fdp_one_run_estimate`) at the guesses the LLR bound chose; it
+assumes the mechanism's trade-off curve is Gaussian and never decides a verdict.
 {opacus_text}
 {format_table(rows)}
 
