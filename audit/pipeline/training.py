@@ -154,23 +154,30 @@ def _concat(a, b):
     return dataclasses.replace(a, x=np.concatenate([a.x, b.x]), y=np.concatenate([a.y, b.y]))
 
 
+def _open_run(config: AuditConfig, data: AuditData, run_dir: Path):
+    """(observed records: canaries then population, the resumable observation run)."""
+    from audit.observations import ObservationRun
+
+    observed = _concat(data.canaries, data.population)
+    run = ObservationRun.resume_or_create(
+        run_dir / "observations",
+        labels=observed.y,
+        population=np.r_[np.zeros(len(data.canaries), bool), np.ones(len(data.population), bool)],
+        metadata={"dataset": data.base.name, "trainer": config.trainer.kind, "seed": config.seed},
+    )
+    return observed, run
+
+
 def train_blackbox(config: AuditConfig, data: AuditData, keep: np.ndarray, run_dir: Path, *, progress: bool = True):
     """Train models ``n_models_done .. K-1``; append each one's outputs on canaries + population.
 
     Returns the observation run and ``{model: utility}`` for every finished model.
     """
-    from audit.observations import ObservationRun
     from trainers.observe import observe_outputs
 
-    observed = _concat(data.canaries, data.population)
-    m, n_pop = len(data.canaries), len(data.population)
-    population = np.r_[np.zeros(m, bool), np.ones(n_pop, bool)]
-    run = ObservationRun.resume_or_create(
-        run_dir / "observations",
-        labels=observed.y,
-        population=population,
-        metadata={"dataset": data.base.name, "trainer": config.trainer.kind, "seed": config.seed},
-    )
+    observed, run = _open_run(config, data, run_dir)
+    n_pop = len(data.population)
+    defence = output_defence(config)
     utility = rundir.load_utility(run_dir)
     trainer = model_trainer(config, transfer=data.base)
     indices = range(run.n_models_done, config.audit.models)
@@ -182,7 +189,7 @@ def train_blackbox(config: AuditConfig, data: AuditData, keep: np.ndarray, run_d
         train = _concat(data.base, data.canaries.subset(keep[k]))
         seed = int(np.random.SeedSequence([config.seed, 3, k]).generate_state(1)[0])
         trained = trainer(train, seed=seed)
-        logits = observe_outputs(trained.predict_logits, observed.x, augment=config.audit.augment, defence=output_defence(config))
+        logits = observe_outputs(trained.predict_logits, observed.x, augment=config.audit.augment, defence=defence)
         utility[k] = {
             "index": k,
             "n_train": len(train),
@@ -202,18 +209,11 @@ def train_blackbox_fast(config: AuditConfig, data: AuditData, keep: np.ndarray, 
     generator, so the result does not depend on how models are grouped into blocks."""
     import torch
 
-    from audit.observations import ObservationRun
     from trainers import fast
 
     t, dp, m = config.trainer, config.dp, len(data.canaries)
-    observed = _concat(data.canaries, data.population)
+    observed, run = _open_run(config, data, run_dir)
     n_pop = len(data.population)
-    run = ObservationRun.resume_or_create(
-        run_dir / "observations",
-        labels=observed.y,
-        population=np.r_[np.zeros(m, bool), np.ones(n_pop, bool)],
-        metadata={"dataset": data.base.name, "trainer": "fast", "seed": config.seed},
-    )
     utility = rundir.load_utility(run_dir)
     todo = list(range(run.n_models_done, config.audit.models))
     if not todo:
