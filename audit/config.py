@@ -17,8 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from audit.errors import InputError
 
 DATASETS = ("fair", "randhie", "purchase", "digits")
-TRAINERS = ("plain", "dp", "zoo", "fast", "optimizer-plugin", "blackbox-plugin")
-CANARY_KINDS = ("natural", "mislabeled", "clipbkd", "ood", "gradient")
 
 
 class _Section(BaseModel):

@@ -91,7 +91,6 @@ def _distilling_trainer(config: AuditConfig, plain, transfer):
     never sees a canary, only the teacher's outputs elsewhere)."""
     import torch
 
-    from audit.errors import InputError
     from trainers.models import build_model
     from trainers.observe import TrainedModel, plain_trainer
     from trainers.plain import predict_logits, train_distilled
@@ -357,8 +356,3 @@ def train_whitebox(config: AuditConfig, data: AuditData, run_dir: Path):
     save_observations(observations, path)
     rundir.save_utility(run_dir, utility)
     return observations, utility
-
-
-def check_whitebox_support(config: AuditConfig) -> None:
-    if config.audit.canary_kind == "gradient" and config.trainer.kind not in ("dp", "zoo", "optimizer-plugin"):
-        raise InputError("audit.canary_kind = 'gradient' needs trainer.kind dp, zoo or optimizer-plugin")
