@@ -22,6 +22,9 @@ softmax); Shokri's attack (100 scikit-learn fits per target) is run with the fir
 ``Setting.shokri_targets`` models as targets only. The comparison with the published
 ML Privacy Meter figures adds RMIA without our tie-break (:class:`RMIAFractionOnly`).
 
+The training, the curve and the tables are shared with ``experiments.attacks_reproduced``
+in :mod:`experiments.attack_bench`.
+
 ``python -m experiments.attacks_purchase [--quick] [--seed S] [--out DIR]``: the full
 run writes ``attacks_purchase.md``, ``attacks_purchase.json``, ``attacks_purchase.png``
 (log-log ROC) and ``attacks_shadow_count.png`` under ``experiments/results`` (or
@@ -39,34 +42,37 @@ import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from audit.atomic import atomic_open
-from audit.evaluation import AttackEvaluation, DEFAULT_FPRS, evaluate_attack, plot_roc
+from audit.evaluation import AttackEvaluation, evaluate_attack
 from audit.observations import Observations
-from audit.stats.roc import roc_curve, tpr_at_fpr_from_curve
+from experiments.attack_bench import (
+    ATTACKS,
+    CURVE_ATTACKS,
+    PRIVACY_METER,
+    TRUE_CLASS_ONLY,
+    CurvePoint,
+    MLPTraining,
+    RMIAFractionOnly,
+    TrainSummary,
+    attack_table,
+    curve_table,
+    fit_summary,
+    plot_attack_roc,
+    plot_shadow_curve,
+    point,
+    shadow_count_curve,
+    tpr_cell,
+    tpr_ratio,
+    train_mlps,
+    true_class_logits,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
-ATTACKS = (
-    "loss", "confidence", "entropy", "modified-entropy", "label-only", "calibrated", "shokri",
-    "rmia", "lira-offline", "lira-offline-fixed", "lira-online", "lira-online-fixed",
-)
-"""Every registered black-box attack (the white-box ones need gradient statistics)."""
-
-CURVE_ATTACKS = ("lira-online", "lira-online-fixed", "lira-offline", "lira-offline-fixed", "rmia")
-TRUE_CLASS_ONLY = frozenset({"loss", "confidence", "calibrated", "rmia", *CURVE_ATTACKS})
-"""Attacks that see a record only through the softmax of its true class and the sum of the
-others (one query): they run on :func:`true_class_logits`, 50x smaller than the logits."""
-_NEEDS_IN = {"lira-online", "lira-online-fixed"}
-
-PRIVACY_METER = {
-    "rmia": {"tpr_at_0.1%": 0.000, "auc": 0.934, "source": "ML Privacy Meter's RMIA (figure quoted in the attacks issue)"},
-    "lira-offline": {"tpr_at_0.1%": 0.262, "auc": None, "source": "post-hoc offline LiRA on Privacy Meter's signals, 8 references (figure quoted in the attacks issue)"},
-}
-"""The two published figures the issue asks us to beat; their AUC where quoted."""
+__all__ = ["ATTACKS", "CURVE_ATTACKS", "FULL", "QUICK", "Setting", "build_observations", "main", "run", "shadow_count_curve"]
 
 
 @dataclass(frozen=True)
@@ -92,14 +98,6 @@ QUICK = Setting(n_models=8, n_audited=3000, n_population=600, hidden=128, epochs
                 batch_size=64, shadow_counts=(2, 4, 7), shokri_targets=2, threads=1)
 
 
-@dataclass(frozen=True)
-class TrainSummary:
-    train_accuracy: float
-    test_accuracy: float
-    final_loss: float
-    seconds: float
-
-
 def _seeds(seed: int) -> tuple[int, int, int, int]:
     """Independent seeds for data, design, training and shadow subsampling."""
     return tuple(int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(4))
@@ -111,13 +109,8 @@ def build_observations(setting: Setting) -> tuple[Observations, TrainSummary]:
     Records ``[0, n_audited)`` follow the LiRA-balanced design; the last
     ``n_population`` are OUT for every model and marked as population.
     """
-    import torch
-
     from canaries.designs import lira_balanced
     from trainers.data import make_purchase
-    from trainers.fast import DPSGDConfig, MLPShape
-    from trainers.fast.spec import NON_PRIVATE
-    from trainers.fast.trainer import steps_for_epochs, train
 
     data_seed, design_seed, train_seed, _ = _seeds(setting.seed)
     n = setting.n_audited + setting.n_population
@@ -126,182 +119,16 @@ def build_observations(setting: Setting) -> tuple[Observations, TrainSummary]:
     keep[:, : setting.n_audited] = lira_balanced(setting.n_models, setting.n_audited, np.random.default_rng(design_seed))
     population = np.zeros(n, dtype=bool)
     population[setting.n_audited :] = True
-
-    x, y = torch.from_numpy(data.x), torch.from_numpy(data.y)
-    config = DPSGDConfig(lr=setting.lr, max_grad_norm=1.0, noise_multiplier=0.0,
-                         expected_batch_size=setting.batch_size, momentum=setting.momentum, spec=NON_PRIVATE)
-    steps = steps_for_epochs(setting.epochs, setting.batch_size, setting.n_audited // 2)
-    start = time.perf_counter()
-    result = train(x, y, torch.from_numpy(keep), MLPShape((x.shape[1], setting.hidden, data.n_classes)), config,
-                   steps=steps, generator=torch.Generator().manual_seed(train_seed))
-    seconds = time.perf_counter() - start
-    with torch.no_grad():
-        logits = result.model.logits(x).numpy()
-    correct = logits.argmax(-1) == data.y[None, :]
-    out_audited = ~keep & ~population[None, :]
-    summary = TrainSummary(
-        train_accuracy=float(correct[keep].mean()),
-        test_accuracy=float(correct[out_audited].mean()),
-        final_loss=float(result.losses[-1].mean()),
-        seconds=seconds,
-    )
+    training = MLPTraining(hidden=(setting.hidden,), epochs=setting.epochs, lr=setting.lr,
+                           momentum=setting.momentum, batch_size=setting.batch_size)
+    logits, losses, seconds = train_mlps(data.x, data.y, data.n_classes, keep, training,
+                                         subset_size=setting.n_audited // 2, seed=train_seed)
     obs = Observations(keep=keep, labels=data.y, logits=logits, population=population,
                        metadata={"dataset": "purchase", "trainer": "fast", "seed": setting.seed})
-    return obs, summary
-
-
-def true_class_logits(obs: Observations) -> Observations:
-    """The same observations with two-column logits ``[z_y, logsumexp_{y' != y} z_y']``
-    (float64) and label 0: the softmax gives the same ``p_y`` and the same sum of the other
-    classes' probabilities (what :data:`TRUE_CLASS_ONLY` attacks use), up to rounding."""
-    from scipy.special import logsumexp
-
-    z = obs.logits.astype(np.float64)  # [models, records, queries, classes]
-    labels = obs.labels
-    onehot = np.arange(z.shape[-1]) == labels[:, None, None]
-    z_y = np.take_along_axis(z, np.broadcast_to(labels[:, None, None], z.shape[:-1] + (1,)), axis=-1)
-    z_rest = logsumexp(np.where(onehot, -np.inf, z), axis=-1, keepdims=True)
-    return Observations(keep=obs.keep, labels=np.zeros_like(labels), logits=np.concatenate([z_y, z_rest], axis=-1),
-                        population=obs.population, metadata=obs.metadata)
-
-
-def _summarize(method: str, targets: Sequence[int], scores: np.ndarray, members: np.ndarray,
-               fprs: Sequence[float], confidence: float) -> AttackEvaluation:
-    """Pooled ROC summary of already pooled ``scores, members: [pairs]`` (as
-    :func:`audit.evaluation.summarize_scores`, for pairs that differ per target)."""
-    curve = roc_curve(scores, members)
-    return AttackEvaluation(
-        method=method,
-        targets=tuple(int(t) for t in targets),
-        members=int(members.sum()),
-        non_members=int((~members).sum()),
-        auc=float(np.trapezoid(curve.tpr, curve.fpr)),
-        tpr_at_fpr=tuple(tpr_at_fpr_from_curve(curve, f, confidence=confidence) for f in fprs),
-        confidence=confidence,
-        roc_fpr=curve.fpr,
-        roc_tpr=curve.tpr,
-    )
-
-
-@dataclass(frozen=True)
-class RMIAFractionOnly:
-    """RMIA's score without the tie-break of :class:`audit.attacks.rmia.RMIA`: the bare
-    fraction of population records ``z`` with ``LR(x) / LR(z) > gamma`` (Zarifzadeh et al.
-    2024), as ML Privacy Meter reports it. Shown to explain a TPR of 0 at low FPR: with a
-    strong signal many members and non-members tie at the top fraction."""
-
-    name: str = "rmia-fraction-only"
-
-    def score(self, observations: Observations, target: int) -> np.ndarray:
-        from audit.attacks.rmia import RMIA
-
-        rmia = RMIA()
-        log_lr = rmia.log_likelihood_ratio(observations, target)
-        population = observations.population_mask
-        log_lr_z = np.sort(log_lr[population])
-        return np.searchsorted(log_lr_z, log_lr - np.log(rmia.gamma), side="left") / population.sum()
-
-
-@dataclass(frozen=True)
-class CurvePoint:
-    method: str
-    shadows: int
-    evaluation: AttackEvaluation
-    coverage: float  # fraction of (target, audited record) pairs that entered
-
-
-def shadow_count_curve(
-    obs: Observations,
-    counts: Sequence[int],
-    methods: Sequence[str],
-    *,
-    seed: int,
-    fprs: Sequence[float] = DEFAULT_FPRS,
-    confidence: float = 0.95,
-) -> list[CurvePoint]:
-    """Pooled leave-one-out results with k shadows drawn per target (module docstring).
-
-    ``methods``: registered attack names, or attack objects (with ``name`` and
-    ``score``). The same shadow draw per (target, k) is used for every method.
-    """
-    from audit.attacks import get_attack
-
-    k_models = obs.n_models
-    audited = ~obs.population_mask
-    draws = {}
-    for k in counts:  # one generator per k: the draw for k does not depend on the other counts
-        rng = np.random.default_rng([seed, k])
-        draws[k] = [rng.choice(np.delete(np.arange(k_models), t), size=k, replace=False) for t in range(k_models)]
-    points = []
-    for method in methods:
-        attack = get_attack(method) if isinstance(method, str) else method
-        method = attack.name
-        for k in counts:
-            pooled_scores, pooled_members, entered, total = [], [], 0, 0
-            for t in range(k_models):
-                models = np.r_[t, np.sort(draws[k][t])]
-                shadow_keep = obs.keep[models[1:]]
-                ok = audited & (~shadow_keep).any(0)
-                if method in _NEEDS_IN:
-                    ok &= shadow_keep.any(0)
-                records = ok | obs.population_mask  # population kept for RMIA's references
-                sub = Observations(keep=obs.keep[np.ix_(models, records)], labels=obs.labels[records],
-                                   logits=obs.logits[np.ix_(models, records)], population=obs.population_mask[records])
-                scores = attack.score(sub, 0)
-                entered_here = ok[records]
-                pooled_scores.append(scores[entered_here])
-                pooled_members.append(obs.keep[t, records][entered_here])
-                entered += int(ok.sum())
-                total += int(audited.sum())
-            ev = _summarize(method, range(k_models), np.concatenate(pooled_scores), np.concatenate(pooled_members),
-                            fprs, confidence)
-            points.append(CurvePoint(method, k, ev, entered / total))
-    return points
+    return obs, fit_summary(obs, losses, seconds)
 
 
 # --- formatting ------------------------------------------------------------------------
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.2f}%"
-
-
-def _tpr_cell(p) -> str:
-    lo, hi = p.tpr_interval
-    return f"{p.tpr:.4f} [{lo:.4f}, {hi:.4f}]"
-
-
-def attack_table(evaluations: dict[str, AttackEvaluation]) -> list[str]:
-    fprs = [p.target_fpr for p in next(iter(evaluations.values())).tpr_at_fpr]
-    head = "| attack | AUC | " + " | ".join(f"TPR @ {_pct(f)} FPR" for f in fprs) + " |"
-    lines = [head, "|" + "---|" * (2 + len(fprs))]
-    n_targets = max(len(ev.targets) for ev in evaluations.values())
-    for name, ev in evaluations.items():
-        label = name if len(ev.targets) == n_targets else f"{name} ({len(ev.targets)} targets)"
-        lines.append(f"| {label} | {ev.auc:.4f} | " + " | ".join(_tpr_cell(p) for p in ev.tpr_at_fpr) + " |")
-    return lines
-
-
-def _point(ev: AttackEvaluation, fpr: float):
-    return next(p for p in ev.tpr_at_fpr if p.target_fpr == fpr)
-
-
-def curve_table(points: list[CurvePoint], fpr: float = 0.001) -> list[str]:
-    methods = list(dict.fromkeys(p.method for p in points))
-    counts = sorted({p.shadows for p in points})
-    cell = {(p.method, p.shadows): p for p in points}
-    lines = ["| shadows | " + " | ".join(f"{m}: TPR @ {_pct(fpr)} (AUC)" for m in methods) + " | records entered (online / offline) |",
-             "|" + "---|" * (2 + len(methods))]
-    for k in counts:
-        row = []
-        for m in methods:
-            p = cell[(m, k)]
-            row.append(f"{_tpr_cell(_point(p.evaluation, fpr))} ({p.evaluation.auc:.3f})")
-        cov_on = cell.get(("lira-online", k))
-        cov_off = cell.get(("lira-offline", k))
-        cov = " / ".join(_pct(c.coverage) if c else "-" for c in (cov_on, cov_off))
-        lines.append(f"| {k} | " + " | ".join(row) + f" | {cov} |")
-    return lines
 
 
 def comparison_table(evaluations: dict[str, AttackEvaluation], points: list[CurvePoint], n_shadows: int) -> list[str]:
@@ -313,33 +140,9 @@ def comparison_table(evaluations: dict[str, AttackEvaluation], points: list[Curv
         pub = PRIVACY_METER[pub_name]
         pub_auc = f" ({pub['auc']:.3f})" if pub["auc"] is not None else ""
         ours = [evaluations.get(name) or cell.get((name, n_shadows)), cell.get((name, 8))]
-        cells = [f"{_tpr_cell(_point(e, 0.001))} ({e.auc:.3f})" if e is not None else "not run" for e in ours]
+        cells = [f"{tpr_cell(point(e, 0.001))} ({e.auc:.3f})" if e is not None else "not run" for e in ours]
         lines.append(f"| {name} | {pub['tpr_at_0.1%']:.3f}{pub_auc} | " + " | ".join(cells) + " |")
     return lines
-
-
-def plot_shadow_curve(points: list[CurvePoint], path, fpr: float = 0.001) -> None:
-    """TPR at ``fpr`` (with its Clopper-Pearson interval) against the shadow count."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(5, 4))
-    ax = fig.add_subplot()
-    for method in dict.fromkeys(p.method for p in points):
-        pts = sorted((p for p in points if p.method == method), key=lambda p: p.shadows)
-        ks = np.array([p.shadows for p in pts])
-        tp = [_point(p.evaluation, fpr) for p in pts]
-        y = np.array([q.tpr for q in tp])
-        err = np.array([[q.tpr - q.tpr_interval[0], q.tpr_interval[1] - q.tpr] for q in tp]).T
-        ax.errorbar(ks, y, yerr=err, marker="o", capsize=2, label=method)
-    ax.set_xscale("log", base=2)
-    ax.set_xticks([p.shadows for p in points if p.method == points[0].method])
-    ax.get_xaxis().set_major_formatter("{x:.0f}")
-    ax.set_xlabel("shadow models per target")
-    ax.set_ylabel(f"TPR at {_pct(fpr)} FPR")
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    with atomic_open(path, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=120)
 
 
 # --- run -------------------------------------------------------------------------------
@@ -388,12 +191,12 @@ def run(setting: Setting) -> dict:
 def _checks(res: dict) -> list[str]:
     """The issue's expectations, stated as measured (no pass/fail tuning)."""
     ev = res["evaluations"]
-    on_p, loss_p = _point(ev["lira-online"], 0.001), _point(ev["loss"], 0.001)
-    on, off, loss = on_p.tpr, _point(ev["lira-offline"], 0.001).tpr, loss_p.tpr
-    fixed = _point(ev["lira-online-fixed"], 0.001).tpr
+    on_p, loss_p = point(ev["lira-online"], 0.001), point(ev["loss"], 0.001)
+    on, off, loss = on_p.tpr, point(ev["lira-offline"], 0.001).tpr, loss_p.tpr
+    fixed = point(ev["lira-online-fixed"], 0.001).tpr
     if loss > 0:
-        span = (f"; from the 95% intervals the ratio lies between {on_p.tpr_interval[0] / loss_p.tpr_interval[1]:.2f}x "
-                f"and {on_p.tpr_interval[1] / loss_p.tpr_interval[0]:.2f}x" if loss_p.tpr_interval[0] > 0 else "")
+        _, lo, hi = tpr_ratio(on_p, loss_p)
+        span = f"; from the 95% intervals the ratio lies between {lo:.2f}x and {hi:.2f}x" if np.isfinite(hi) else ""
         ratio = f"{on / loss:.2f}x{span}; lira-online-fixed: {fixed / loss:.2f}x"
     else:
         ratio = "inf (LOSS TPR is 0)"
@@ -416,7 +219,7 @@ def _comparison_notes(ev: dict[str, AttackEvaluation], extra: list[CurvePoint]) 
     ]
     bare = [p for p in extra if p.shadows == max(q.shadows for q in extra)]
     if bare:
-        with_tb, without = _point(ev["rmia"], 0.001).tpr, _point(bare[0].evaluation, 0.001).tpr
+        with_tb, without = point(ev["rmia"], 0.001).tpr, point(bare[0].evaluation, 0.001).tpr
         notes.append(
             f"`rmia-fraction-only` is RMIA without our tie-break (the bare fraction of population records "
             f"beaten): TPR @ 0.1% {without:.4f} against {with_tb:.4f} with it, so ties "
@@ -550,14 +353,8 @@ def main(argv: list[str] | None = None) -> int:
             handle.write(text)
         with atomic_open(out / "attacks_purchase.json", "w") as handle:
             json.dump(to_json(res), handle, indent=1)
-        import matplotlib
-        from cycler import cycler
-
-        # 12 attacks: 6 colours x 2 line styles, so that no two curves look alike
-        styles = cycler(linestyle=["-", "--"]) * cycler(color=matplotlib.colormaps["tab10"].colors[:6])
-        with matplotlib.rc_context({"axes.prop_cycle": styles}):
-            plot_roc(res["evaluations"], out / "attacks_purchase.png",
-                     title=f"{setting.n_models} MLPs, synthetic Purchase, leave-one-out")
+        plot_attack_roc(res["evaluations"], out / "attacks_purchase.png",
+                        title=f"{setting.n_models} MLPs, synthetic Purchase, leave-one-out")
         plot_shadow_curve(res["curve"], out / "attacks_shadow_count.png")
     return 0
 
