@@ -135,6 +135,27 @@ class GateSettings(_Section):
     attack: str = "lira-offline-fixed"
 
 
+class ExecutorSettings(_Section):
+    """Where the black-box units of work (model k, or a block of models for the fast
+    trainer) run: in this process, or as Ray tasks (``pip install 'dpaudit[ray]'``).
+    The Ray fields are read only with ``kind = "ray"``, so ``--executor local`` runs a
+    cluster config on this machine unchanged."""
+
+    kind: Literal["local", "ray"] = "local"
+    address: str = Field(default="", description="Ray cluster to join ('auto', 'host:6379', 'ray://host:10001'); empty = start a local Ray for the run")
+    num_cpus: float = Field(default=1.0, gt=0.0, description="CPUs reserved per Ray task")
+    num_gpus: float = Field(default=0.0, ge=0.0, description="GPUs reserved per Ray task (1 = one model per GPU)")
+    max_retries: int = Field(default=3, ge=0, description="Ray retries of a unit whose worker dies or that raises")
+    local_cpus: int = Field(default=0, ge=0, description="CPUs of a local Ray started for the run; 0 = all of this machine")
+    block_models: int = Field(default=0, ge=0, description="fast trainer: models per unit (blocks k*B .. k*B+B-1); 0 = one unit")
+
+    @model_validator(mode="after")
+    def _ray_only(self) -> "ExecutorSettings":
+        if self.kind == "ray" and self.address and self.local_cpus:
+            raise ValueError("local_cpus sizes a local Ray; with address set the cluster's own size is used")
+        return self
+
+
 class AuditConfig(_Section):
     name: str = "audit"
     seed: int = 0
@@ -148,6 +169,7 @@ class AuditConfig(_Section):
     defence: DefenceSettings = Field(default_factory=DefenceSettings)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     gate: GateSettings = Field(default_factory=GateSettings)
+    executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
 
     @model_validator(mode="after")
     def _consistent(self) -> "AuditConfig":

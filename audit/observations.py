@@ -333,7 +333,11 @@ def load_observations(path: str | os.PathLike) -> Observations:
 class ObservationRun:
     """A run directory to which models are appended one at a time (resumable).
 
-    Layout: ``manifest.json`` (format, n_records, model file names in order, metadata),
+    Models may arrive in any order (a cluster finishes them as it likes): each is stored
+    under its index, the manifest lists the complete ones sorted by index, and
+    :meth:`missing_models` says which a resumed run still has to train.
+
+    Layout: ``manifest.json`` (format, n_records, model file names by index, metadata),
     ``shared.npz`` (labels, population) and ``model-00000.npz`` ... each holding
     ``keep: bool[records]`` and ``logits: float[records, queries, classes]`` and/or
     ``stats: float[records, stats]``. Every file is written with
@@ -433,8 +437,18 @@ class ObservationRun:
 
     @property
     def n_models_done(self) -> int:
-        """Number of complete models recorded in the manifest (resume from this index)."""
+        """Number of complete models recorded in the manifest."""
         return len(self._manifest["models"])
+
+    @property
+    def indices(self) -> list[int]:
+        """Indices of the complete models, ascending."""
+        return [_model_index(name) for name in self._manifest["models"]]
+
+    def missing_models(self, n_models: int) -> list[int]:
+        """Indices in ``0 .. n_models - 1`` not recorded yet (what a resumed run trains)."""
+        done = set(self.indices)
+        return [k for k in range(n_models) if k not in done]
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -450,6 +464,7 @@ class ObservationRun:
         keep: np.ndarray,
         logits: np.ndarray | None = None,
         stats: np.ndarray | None = None,
+        index: int | None = None,
     ) -> int:
         """Record one more model; returns its model index.
 
@@ -457,7 +472,17 @@ class ObservationRun:
             keep: bool[records].
             logits: float[records, queries, classes] (or [records, classes]) or None.
             stats: float[records, stats] or None.
+            index: the model's index, for models finishing out of order; None = the
+                index after the largest recorded one. An index already recorded is refused.
         """
+        recorded = self.indices
+        if index is None:
+            index = recorded[-1] + 1 if recorded else 0
+        elif isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0:
+            raise InputError(f"append: index {index!r}; expected a model index >= 0")
+        elif int(index) in recorded:
+            raise InputError(f"append: model {index} is already recorded in {self.path}")
+        index = int(index)
         keep = _as_keep("keep", keep, 1)
         arrays: dict[str, np.ndarray] = {"keep": keep}
         if logits is not None:
@@ -483,25 +508,28 @@ class ObservationRun:
         expected = self._manifest.get("shapes")
         if expected is not None and expected != shapes:
             raise InputError(f"append: array shapes {shapes} disagree with earlier models {expected}")
-        index = self.n_models_done
         name = f"model-{index:05d}.npz"
         with atomic_open(self.path / name, "wb") as handle:
             np.savez(handle, **arrays)
-        self._manifest["models"].append(name)
+        self._manifest["models"] = sorted([*self._manifest["models"], name], key=_model_index)
         self._manifest["n_records"] = int(keep.shape[0])
         self._manifest["shapes"] = shapes
         self._write_manifest()
         return index
 
-    def _read_model(self, index: int) -> dict[str, np.ndarray]:
-        return _read_npz(self.path / self._manifest["models"][index])
-
     def load(self) -> Observations:
-        """Stack the complete models into validated :class:`Observations`."""
+        """Stack the complete models, in index order, into validated :class:`Observations`.
+
+        Model ``m`` of the result is the model recorded under index ``m``: a run with a gap
+        (model 2 missing while 3 is done, as an unfinished cluster run leaves it) is refused.
+        """
         if not self._manifest["models"]:
             raise InputError(f"{self.path}: run holds no models yet")
+        gaps = self.missing_models(self.indices[-1] + 1)
+        if gaps:
+            raise InputError(f"{self.path}: models {gaps} are missing before model {self.indices[-1]}; resume the run to train them")
         shared = _read_npz(self.path / "shared.npz")
-        models = [self._read_model(i) for i in range(self.n_models_done)]
+        models = [_read_npz(self.path / name) for name in self._manifest["models"]]
         try:
             stacked = {
                 key: np.stack([m[key] for m in models]) for key in ("keep", "logits", "stats") if key in models[0]
@@ -519,6 +547,16 @@ class ObservationRun:
             )
         except InputError as err:
             raise InputError(f"{self.path}: {err}") from err
+
+
+_MODEL_FILE = re.compile(r"^model-(\d+)\.npz$")
+
+
+def _model_index(name: str) -> int:
+    match = _MODEL_FILE.match(name)
+    if match is None:
+        raise InputError(f"manifest.json: model file {name!r}; expected model-<index>.npz")
+    return int(match.group(1))
 
 
 def n_models_done(path: str | os.PathLike) -> int:

@@ -11,6 +11,10 @@ the guaranteed one-run bound (Steinke, Nasr & Jagielski 2023), the other K - 1 a
 shadows. Attack figures (AUC, TPR at low FPR) are pooled leave-one-out over all K.
 White-box audits (``canary_kind = "gradient"``) run DP-SGD once with m Dirac gradient
 canaries and bound epsilon from their per-step readings.
+
+``[executor]`` says where black-box models are trained: in this process (``local``) or
+as Ray tasks (``ray``, ``audit.pipeline.executors``); the observations are the same.
+A white-box audit is a single training run and always runs in this process.
 """
 
 from __future__ import annotations
@@ -74,10 +78,7 @@ def run_audit(config: AuditConfig, *, resume: bool = False, progress: bool = Tru
         scores = {n: all_scores[n] for n in config.audit.statistics}
     else:
         keep = data.inclusion(config, len(audit_data.canaries))
-        if config.trainer.kind == "fast":
-            run, utility = training.train_blackbox_fast(config, audit_data, keep, run_dir)
-        else:
-            run, utility = training.train_blackbox(config, audit_data, keep, run_dir, progress=progress)
+        run, utility = training.train_blackbox(config, audit_data, keep, run_dir, progress=progress)
         timings["train_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         observations = run.load()

@@ -32,8 +32,9 @@ def prepare(config: AuditConfig, *, resume: bool) -> Path:
     run_dir = Path(config.output_dir)
     saved = run_dir / "config.json"
     current = config.model_dump(mode="json")
-    # What may change on resume without changing the audit: where results are logged.
-    volatile = ("mlflow", "gate")
+    # What may change on resume without changing the audit: where results are logged and
+    # where models are trained (any executor gives the same observations).
+    volatile = ("mlflow", "gate", "executor")
     if saved.exists():
         if not resume:
             raise InputError(f"output_dir {run_dir} already holds a run: pass --resume to continue it, or choose another output_dir")

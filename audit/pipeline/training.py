@@ -154,42 +154,69 @@ def _concat(a, b):
 
 
 def _open_run(config: AuditConfig, data: AuditData, run_dir: Path):
-    """(observed records: canaries then population, the resumable observation run)."""
+    """The resumable observation run (records observed: canaries then population)."""
     from audit.observations import ObservationRun
 
-    observed = _concat(data.canaries, data.population)
-    run = ObservationRun.resume_or_create(
+    return ObservationRun.resume_or_create(
         run_dir / "observations",
-        labels=observed.y,
+        labels=np.concatenate([data.canaries.y, data.population.y]),
         population=np.r_[np.zeros(len(data.canaries), bool), np.ones(len(data.population), bool)],
         metadata={"dataset": data.base.name, "trainer": config.trainer.kind, "seed": config.seed},
     )
-    return observed, run
 
 
-def train_blackbox(config: AuditConfig, data: AuditData, keep: np.ndarray, run_dir: Path, *, progress: bool = True):
-    """Train models ``n_models_done .. K-1``; append each one's outputs on canaries + population.
+@dataclasses.dataclass(frozen=True)
+class ModelResult:
+    """What one trained model contributes to the run.
 
-    Returns the observation run and ``{model: utility}`` for every finished model.
+    ``keep: bool[canaries + population]``, ``logits: float[canaries + population, queries, classes]``,
+    ``utility``: the JSON-ready row saved in ``utility.json``.
     """
+
+    index: int
+    keep: np.ndarray
+    logits: np.ndarray
+    utility: dict
+
+
+def units(config: AuditConfig, todo: list[int]) -> list[list[int]]:
+    """The units of work for the models ``todo``: one model each, or for the fast trainer
+    blocks of ``executor.block_models`` consecutive indices (0 = one block). Blocks are
+    fixed index ranges, so every executor groups (and so computes) a model the same way."""
+    if config.trainer.kind != "fast":
+        return [[k] for k in todo]
+    size = config.executor.block_models or config.audit.models
+    blocks: dict[int, list[int]] = {}
+    for k in todo:
+        blocks.setdefault(k // size, []).append(k)
+    return [blocks[b] for b in sorted(blocks)]
+
+
+def train_unit(config: AuditConfig | dict, data: AuditData, keep: np.ndarray, indices: list[int]) -> list[ModelResult]:
+    """Train the models ``indices`` (``keep: bool[models, canaries]``, all K rows) and
+    return their observations. The unit of work an executor runs: plain data in (the
+    config may come as its JSON dict), plain data out, no files touched."""
+    if isinstance(config, dict):
+        config = AuditConfig.model_validate(config)
+    if config.trainer.kind == "fast":
+        return _train_fast(config, data, keep, list(indices))
+    return _train_models(config, data, keep, list(indices))
+
+
+def _train_models(config: AuditConfig, data: AuditData, keep: np.ndarray, indices: list[int]) -> list[ModelResult]:
     from trainers.observe import observe_outputs
 
-    observed, run = _open_run(config, data, run_dir)
+    observed = _concat(data.canaries, data.population)
     n_pop = len(data.population)
     defence = output_defence(config)
-    utility = rundir.load_utility(run_dir)
     trainer = model_trainer(config, transfer=data.base)
-    indices = range(run.n_models_done, config.audit.models)
-    if progress:
-        from tqdm import tqdm
-
-        indices = tqdm(indices, desc="models", initial=run.n_models_done, total=config.audit.models)
+    results = []
     for k in indices:
         train = _concat(data.base, data.canaries.subset(keep[k]))
         seed = int(np.random.SeedSequence([config.seed, 3, k]).generate_state(1)[0])
         trained = trainer(train, seed=seed)
         logits = observe_outputs(trained.predict_logits, observed.x, augment=config.audit.augment, defence=defence)
-        utility[k] = {
+        utility = {
             "index": k,
             "n_train": len(train),
             "train_accuracy": _accuracy(trained, train),
@@ -197,26 +224,20 @@ def train_blackbox(config: AuditConfig, data: AuditData, keep: np.ndarray, run_d
             "epsilon": trained.epsilon,
             "delta": trained.delta,
         }
-        rundir.save_utility(run_dir, utility)  # before the append: a retrained model overwrites it
-        run.append(keep=np.r_[keep[k], np.zeros(n_pop, bool)], logits=logits)
-    return run, utility
+        results.append(ModelResult(k, np.r_[keep[k], np.zeros(n_pop, bool)], logits, utility))
+    return results
 
 
-def train_blackbox_fast(config: AuditConfig, data: AuditData, keep: np.ndarray, run_dir: Path):
-    """The black-box loop on the fast trainer: all unfinished models at once (one block;
-    a kill mid-block loses that block only). Model k draws everything from its own
-    generator, so the result does not depend on how models are grouped into blocks."""
+def _train_fast(config: AuditConfig, data: AuditData, keep: np.ndarray, todo: list[int]) -> list[ModelResult]:
+    """The models ``todo`` as one block of the fast trainer. Model k draws everything from
+    its own generator; the block only changes floating-point summation order."""
     import torch
 
     from trainers import fast
 
     t, dp, m = config.trainer, config.dp, len(data.canaries)
-    observed, run = _open_run(config, data, run_dir)
+    observed = _concat(data.canaries, data.population)
     n_pop = len(data.population)
-    utility = rundir.load_utility(run_dir)
-    todo = list(range(run.n_models_done, config.audit.models))
-    if not todo:
-        return run, utility
     train_all = _concat(data.base, data.canaries)
     flat = lambda ds: torch.from_numpy(ds.x.reshape(len(ds), -1))  # noqa: E731
     x, y = flat(train_all), torch.from_numpy(train_all.y)
@@ -251,10 +272,11 @@ def train_blackbox_fast(config: AuditConfig, data: AuditData, keep: np.ndarray, 
     with torch.no_grad():
         train_pred = result.model.logits(x).argmax(-1).numpy()
         test_pred = result.model.logits(flat(data.test)).argmax(-1).numpy() if len(data.test) else None
+    results = []
     for row, k in enumerate(todo):
         n_k = int(keep_all[row].sum())
         eps = _fast_claim(config, sigma, t.batch_size / n_k, steps) if private else float("inf")
-        utility[k] = {
+        utility = {
             "index": k,
             "n_train": n_k,
             "train_accuracy": float((train_pred[row][keep_all[row]] == train_all.y[keep_all[row]]).mean()),
@@ -264,10 +286,56 @@ def train_blackbox_fast(config: AuditConfig, data: AuditData, keep: np.ndarray, 
             "steps": steps,
             "noise_multiplier": sigma,
         }
-    rundir.save_utility(run_dir, utility)
-    for row, k in enumerate(todo):
-        run.append(keep=np.r_[keep[k], np.zeros(n_pop, bool)], logits=observed_logits[row][:, None, :])
+        results.append(ModelResult(k, np.r_[keep[k], np.zeros(n_pop, bool)], observed_logits[row][:, None, :], utility))
+    return results
+
+
+def train_blackbox(config: AuditConfig, data: AuditData, keep: np.ndarray, run_dir: Path, *,
+                   progress: bool = True, executor=None):
+    """Train the models the run is missing, as units on ``executor`` (default: the one
+    ``config.executor`` names), appending each model to the observations as it arrives
+    (so a killed run resumes with what is left, and a lost unit costs only itself).
+
+    Works for every black-box trainer; the fast trainer's units are blocks of models.
+    Returns the observation run and ``{model: utility}`` for every finished model.
+    """
+    from audit.pipeline.executors import make_executor
+
+    run = _open_run(config, data, run_dir)
+    utility = rundir.load_utility(run_dir)
+    todo = run.missing_models(config.audit.models)
+    if not todo:
+        return run, utility
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(desc="models", initial=config.audit.models - len(todo), total=config.audit.models)
+    try:
+        with executor if executor is not None else make_executor(config.executor) as ex:
+            # The config travels as its JSON dict: plain data for a remote worker.
+            shared = (config.model_dump(mode="json") if config.executor.kind == "ray" else config, data, keep)
+            for results in ex.map_unordered(train_unit, shared, units(config, todo)):
+                for r in results:
+                    utility[r.index] = r.utility
+                rundir.save_utility(run_dir, utility)  # before the append: a retrained model overwrites it
+                for r in results:
+                    run.append(keep=r.keep, logits=r.logits, index=r.index)
+                if bar is not None:
+                    bar.update(len(results))
+    finally:
+        if bar is not None:
+            bar.close()
     return run, utility
+
+
+def train_blackbox_fast(config: AuditConfig, data: AuditData, keep: np.ndarray, run_dir: Path, *,
+                        progress: bool = False, executor=None):
+    """The black-box loop on the fast trainer (kept for callers of the old name): the
+    unfinished models in blocks of ``executor.block_models`` (0 = one block; a kill
+    mid-block loses that block only). Model k draws everything from its own generator,
+    so grouping into blocks changes only floating-point rounding."""
+    return train_blackbox(config, data, keep, run_dir, progress=progress, executor=executor)
 
 
 def _fast_claim(config: AuditConfig, sigma: float, sample_rate: float, steps: int) -> float:
