@@ -1,0 +1,49 @@
+"""Smoke test of ``experiments.bug_zoo --quick`` and checks of its shared helpers (experiments.zoo_audit)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from experiments import bug_zoo
+from experiments import zoo_audit as za
+
+pytestmark = [pytest.mark.filterwarnings("ignore")]
+
+
+def test_quick_flags_the_bugs_and_never_the_correct_trainers(tmp_path):
+    assert bug_zoo.main(["--quick", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "bug_zoo.md").read_text()
+    data = json.loads((tmp_path / "bug_zoo.json").read_text())
+    rows = data["opacus"] + data["fast"] + data["multi"]
+    assert data["command"] == "python -m experiments.bug_zoo --quick" and "2 shared CPU cores" in text
+    for r in rows:
+        assert 0.0 <= r["bound"] <= r["power"] + 1e-9
+        assert (r["decision"] == "VIOLATION") == (r["bound"] > r["claimed"])
+        if r["variant"] == "correct":
+            assert r["decision"] == "NO VIOLATION DETECTED"
+    # no clipping is seen by the one-run white-box audit in both trainers; the realised-batch
+    # normalisation only by the multi-run probes; reused noise only by the spread statistic
+    by = {(r["trainer"], r["variant"], "multi" if r in data["multi"] else "one"): r for r in rows}
+    assert by["opacus", "no_clipping", "one"]["decision"] == "VIOLATION"
+    assert by["fast", "no_clipping", "one"]["decision"] == "VIOLATION"
+    assert by["fast", "actual_batch_normalisation", "multi"]["decision"] == "VIOLATION"
+    assert by["fast", "actual_batch_normalisation", "multi"]["statistic"] == "probe-scale"
+    reused = by["fast", "reused_noise", "one"]["per_statistic"]
+    assert reused["spread"] > reused["likelihood-ratio"]
+    assert "| `correct` | fast, opacus | no (correct) |" in text
+
+
+def test_verdict_of_reaches_the_power_on_perfect_scores_and_nothing_on_noise():
+    members = np.arange(1000) % 2 == 0
+    perfect = za.verdict_of({"s": members.astype(float) + np.arange(1000) * 1e-6}, members, 1.0)
+    assert perfect["decision"] == "VIOLATION" and perfect["bound"] == pytest.approx(perfect["power"], abs=0.5)
+    noise = za.verdict_of({"s": np.random.default_rng(0).normal(size=1000)}, members, 1.0)
+    assert noise["decision"] == "NO VIOLATION DETECTED" and noise["bound"] < 0.5
+
+
+def test_best_threshold_separates_and_is_a_score_value():
+    members = np.r_[np.ones(200, bool), np.zeros(200, bool)]
+    scores = np.r_[np.full(200, 2.0), np.zeros(200)] + np.linspace(0, 0.1, 400)
+    t, b = za.best_threshold(scores, members)
+    assert 0.1 < t <= 2.1 and b > 3.0
