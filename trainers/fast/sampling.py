@@ -83,10 +83,9 @@ def poisson_batch(subsets: Subsets, rates: torch.Tensor, generators: Sequence[to
         m = int(subsets.counts[k])
         chosen = torch.rand(m, generator=g) < float(rates[k])
         picked.append(subsets.members[k, :m][chosen])
-    width = max(1, max(len(p) for p in picked))
+    sizes = torch.tensor([len(p) for p in picked], dtype=torch.long)
+    width = max(1, int(sizes.max()) if len(picked) else 0)
+    mask = torch.arange(width).unsqueeze(0) < sizes.unsqueeze(1)
     index = torch.zeros(len(picked), width, dtype=torch.long)
-    mask = torch.zeros(len(picked), width, dtype=torch.bool)
-    for k, p in enumerate(picked):
-        index[k, : len(p)] = p
-        mask[k, : len(p)] = True
+    index[mask] = torch.cat(picked) if picked else index[mask]  # row-major, as cat
     return PoissonBatch(index=index, mask=mask)

@@ -150,6 +150,7 @@ class FastDPSGD:
         self._momentum: Optional[list[torch.Tensor]] = None
         self._fixed_noise: Optional[tuple[list[torch.Tensor], list[torch.Tensor]]] = None
         self._noise_buffer: Optional[tuple[list[torch.Tensor], list[torch.Tensor]]] = None
+        self._pool: Optional[ThreadPoolExecutor] = None
         if hooks.watch is not None:
             watch = hooks.watch
             if watch.dim() != 1 or watch.dtype != torch.long or (watch.numel() and (watch.min() < 0 or watch.max() >= model.shape.n_params)):
@@ -180,9 +181,14 @@ class FastDPSGD:
         if n == 1:
             draw(range(len(generators)))
         else:
-            # each generator draws serially; torch releases the GIL while drawing
-            with ThreadPoolExecutor(n) as pool:
-                list(pool.map(draw, [range(i, len(generators), n) for i in range(n)]))
+            # each generator draws serially; torch releases the GIL while drawing. The
+            # calling thread draws one share itself; a pool kept across steps the rest.
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.noise_threads - 1, thread_name_prefix="fast-dpsgd-noise")
+            others = [self._pool.submit(draw, range(i, len(generators), n)) for i in range(1, n)]
+            draw(range(0, len(generators), n))
+            for future in others:
+                future.result()
         return zw, zb
 
     def clipped_sum(
