@@ -8,6 +8,7 @@ read as a TOML literal, else as a string) and validates; any problem raises
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -148,6 +149,15 @@ class ExecutorSettings(_Section):
     max_retries: int = Field(default=3, ge=0, description="Ray retries of a unit whose worker dies or that raises")
     local_cpus: int = Field(default=0, ge=0, description="CPUs of a local Ray started for the run; 0 = all of this machine")
     block_models: int = Field(default=0, ge=0, description="fast trainer: models per unit (blocks k*B .. k*B+B-1); 0 = one unit")
+    threads: int = Field(
+        default=0, ge=0,
+        description="torch threads a unit computes on, under every executor (float sums depend on it); 0 = num_cpus rounded up",
+    )
+
+    @property
+    def unit_threads(self) -> int:
+        """Torch threads per unit: ``threads``, else the CPUs a Ray task reserves."""
+        return self.threads or max(1, math.ceil(self.num_cpus))
 
     @model_validator(mode="after")
     def _ray_only(self) -> "ExecutorSettings":

@@ -96,3 +96,33 @@ def test_executor_flag_without_ray_exits_2_with_one_line(tmp_path, capsys, no_ra
     assert main(["run", str(cfg), "--no-progress", "--executor", "ray"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "dpaudit[ray]" in err[0] and "executor.kind = 'ray'" in err[0]
+
+
+def test_a_unit_computes_on_the_configured_threads_whatever_the_callers():
+    """Torch's float sums depend on its thread count (here: the logits of a seed-0 MLP
+    move by ~1e-7 between 1 and 2 threads); a unit fixes the count, so an in-process run
+    (2 threads on this machine) and a Ray task (1 thread per CPU) agree bit for bit."""
+    import torch
+
+    from audit.pipeline import data
+
+    config = parse_config({
+        "seed": 0, "data": {"name": "fair", "n": 1000, "population": 200, "test": 500},
+        "model": {"widths": [64]}, "trainer": {"epochs": 2}, "audit": {"models": 5, "canaries": 100, "canary_kind": "mislabeled"},
+    })
+    audit_data = data.build(config)
+    keep = data.inclusion(config, len(audit_data.canaries))
+    before = torch.get_num_threads()
+    raw, unit = [], []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            raw.append(training._train_models(config, audit_data, keep, [0])[0].logits)
+            unit.append(training.train_unit(config, audit_data, keep, [0])[0].logits)
+            assert torch.get_num_threads() == threads  # the caller's setting is restored
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_array_equal(unit[0], unit[1])
+    np.testing.assert_array_equal(unit[0], raw[0])  # executor.threads defaults to 1 (num_cpus = 1)
+    if np.array_equal(raw[0], raw[1]):
+        pytest.skip("this machine's torch gives the same sums on 1 and 2 threads: nothing to pin")

@@ -196,11 +196,20 @@ def train_unit(config: AuditConfig | dict, data: AuditData, keep: np.ndarray, in
     """Train the models ``indices`` (``keep: bool[models, canaries]``, all K rows) and
     return their observations. The unit of work an executor runs: plain data in (the
     config may come as its JSON dict), plain data out, no files touched."""
+    import torch
+
     if isinstance(config, dict):
         config = AuditConfig.model_validate(config)
-    if config.trainer.kind == "fast":
-        return _train_fast(config, data, keep, list(indices))
-    return _train_models(config, data, keep, list(indices))
+    # Floating-point sums in torch depend on its thread count: every executor computes a
+    # unit on the same number of threads, so the observations are bit-identical.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config.executor.unit_threads)
+    try:
+        if config.trainer.kind == "fast":
+            return _train_fast(config, data, keep, list(indices))
+        return _train_models(config, data, keep, list(indices))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _train_models(config: AuditConfig, data: AuditData, keep: np.ndarray, indices: list[int]) -> list[ModelResult]:
