@@ -204,6 +204,7 @@ def findings(rows: Sequence[dict]) -> list[str]:
                 f"test accuracy {fmt.pct(acc0)} -> {fmt.pct(acc)}")
         if F.finite(label) and F.finite(base["label_only"]["auc"]):
             text += f", label-only AUC {fmt.num(base['label_only']['auc'])} -> {fmt.num(label)}"
+        text += f", epsilon lower bound {fmt.num(base['epsilon_lower_bound'])} -> {fmt.num(r['epsilon_lower_bound'])}"
         out.append(text + f" (against the undefended {r['trainer']} run).")
     return out
 
@@ -219,8 +220,7 @@ def markdown(rows: Sequence[dict], config: AuditConfig, comparison: Path, *, sec
              command: str, figure: str | None, threads: int) -> str:
     d, m, t, a = config.data, config.model, config.trainer, config.audit
     n_pairs = [r["lira"]["n_members"] + r["lira"]["n_nonmembers"] for r in rows if r["lira"]["n_members"] is not None]
-    strongest = ", ".join(f"{r['defence'] if r['setting'] == '-' else r['setting']}"
-                          f" ({r['trainer']}): {r['strongest_attack']}" for r in rows)
+    strongest = ", ".join(f"{r['label']}: {r['strongest_attack']}" for r in rows)
     lines = [
         "# Defences compared: utility against membership leakage" + (" (quick)" if quick else ""),
         "",
