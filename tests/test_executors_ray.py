@@ -21,25 +21,27 @@ from audit.config import load_config  # noqa: E402
 from audit.observations import load_observations, n_models_done  # noqa: E402
 from audit.pipeline import run_audit, training  # noqa: E402
 
-QUIET = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0", "RAY_BACKEND_LOG_LEVEL": "error"}
+# Quiet Ray; the one unit the failing-audit test leaves unread would print its error.
+QUIET = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0", "RAY_BACKEND_LOG_LEVEL": "error",
+         "RAY_IGNORE_UNHANDLED_ERRORS": "1"}
 
 TINY = """
 name = "tiny-ray"
-seed = 5
+seed = 0
 output_dir = "{out}"
 [data]
 name = "fair"
-n = 1200
-population = 100
-test = 200
+n = 1000
+population = 200
+test = 500
 [model]
-widths = [16]
+widths = [64]
 [trainer]
 kind = "{kind}"
-epochs = {epochs}
+epochs = 2
 batch_size = 64
 [audit]
-models = {models}
+models = 5
 canaries = 100
 canary_kind = "mislabeled"
 attacks = ["loss", "lira-offline-fixed"]
@@ -68,9 +70,9 @@ def cluster():
                 os.environ[k] = v
 
 
-def config(tmp_path, name, *, kind="plain", executor="ray", models=5, epochs=2):
+def config(tmp_path, name, *, kind="plain", executor="ray"):
     path = tmp_path / f"{name}.toml"
-    path.write_text(TINY.format(out=tmp_path / name, kind=kind, executor=executor, models=models, epochs=epochs))
+    path.write_text(TINY.format(out=tmp_path / name, kind=kind, executor=executor))
     return path
 
 
@@ -133,9 +135,10 @@ def test_a_unit_that_keeps_raising_fails_the_audit_with_its_error(tmp_path, clus
 
 def test_kill_the_driver_then_resume_finishes_the_rest(tmp_path, cluster, local_plain):
     """A `dpaudit run` joined to the cluster is SIGKILLed after some models; `--resume`
-    trains only the missing ones (the finished model files are not rewritten)."""
-    models = 8
-    cfg = config(tmp_path, "run", models=models, epochs=4)
+    trains only the missing ones (the finished model files are not rewritten) and the
+    audit matches a clean in-process run."""
+    cfg = config(tmp_path, "run")
+    models = load_config(cfg).audit.models
     dpaudit = str(Path(sys.executable).with_name("dpaudit"))
     env = {**os.environ, **QUIET}
     proc = subprocess.Popen([dpaudit, "run", str(cfg), "--no-progress", "--set", f"executor.address='{cluster}'"],
@@ -145,7 +148,7 @@ def test_kill_the_driver_then_resume_finishes_the_rest(tmp_path, cluster, local_
     while time.time() < deadline and proc.poll() is None:
         if (obs_dir / "manifest.json").exists() and n_models_done(obs_dir) >= 2:
             break
-        time.sleep(0.05)
+        time.sleep(0.02)
     assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -154,12 +157,9 @@ def test_kill_the_driver_then_resume_finishes_the_rest(tmp_path, cluster, local_
     assert 2 <= done < models and not (tmp_path / "run" / "report.json").exists()
     before = {p.name: p.stat().st_mtime_ns for p in obs_dir.glob("model-*.npz")}
 
-    assert main(["run", str(cfg), "--no-progress", "--resume"]) in (0, 1)
+    assert main(["run", str(cfg), "--no-progress", "--resume"]) == 0
     after = {p.name: p.stat().st_mtime_ns for p in obs_dir.glob("model-*.npz")}
     assert len(after) == models and all(after[name] == t for name, t in before.items())
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert [m["index"] for m in report["utility"]["models"]] == list(range(models))
-
-    clean_cfg = config(tmp_path, "clean", models=models, epochs=4, executor="local")
-    clean = run_audit(load_config(clean_cfg), progress=False)
-    same_audit(tmp_path / "clean", tmp_path / "run", clean, report)
+    same_audit(local_plain[0], tmp_path / "run", local_plain[1], report)
