@@ -152,6 +152,7 @@ def verdict_of(scores: dict[str, np.ndarray], members: np.ndarray, claimed: floa
 def fast_one_run(
     variant: str, epsilon: float, design: Design, *, seeds: Sequence[int], statistics: Sequence[str] = STATISTICS,
     full_guess_share: float = 0.0, block: int = 25, families: dict[str, Sequence[str]] | None = None,
+    progress=None,
 ) -> list[dict]:
     """One audit per seed: fast-trainer DP-SGD (``variant`` a key of ``trainers.fast.FAULTS`` or
     "correct") with m Dirac canaries, sigma from the accountant for ``epsilon``; models are
@@ -183,6 +184,8 @@ def fast_one_run(
                      for name, fam in (families or {}).items()}
             out.append({"seed": s, "claimed": claimed, "sigma": sigma, **v, "families": extra})
         del run
+        if progress is not None:
+            progress(f"{variant} eps={epsilon:g}: {len(out)}/{len(seeds)} runs audited")
     return out
 
 

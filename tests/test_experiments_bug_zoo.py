@@ -32,6 +32,9 @@ def test_quick_flags_the_bugs_and_never_the_correct_trainers(tmp_path):
     reused = by["fast", "reused_noise", "one"]["per_statistic"]
     assert reused["spread"] > reused["likelihood-ratio"]
     assert "| `correct` | fast, opacus | no (correct) |" in text
+    # the table is a rendering of the JSON: re-rendering gives the same file
+    assert bug_zoo.main(["--render", str(tmp_path / "bug_zoo.json")]) == 0
+    assert (tmp_path / "bug_zoo.md").read_text() == text
 
 
 def test_verdict_of_reaches_the_power_on_perfect_scores_and_nothing_on_noise():
@@ -47,3 +50,10 @@ def test_best_threshold_separates_and_is_a_score_value():
     scores = np.r_[np.full(200, 2.0), np.zeros(200)] + np.linspace(0, 0.1, 400)
     t, b = za.best_threshold(scores, members)
     assert 0.1 < t <= 2.1 and b > 3.0
+
+
+def test_render_rewrites_the_table_from_the_json(tmp_path):
+    assert bug_zoo.main(["--render", str(tmp_path / "missing.json")]) == 2
+    bad = tmp_path / "bug_zoo.json"
+    bad.write_text("{}")
+    assert bug_zoo.main(["--render", str(bad)]) == 2
