@@ -69,3 +69,8 @@ def test_offline_scores_refuse_references_trained_on_audited_records_and_are_det
     leaky = replace(r1, keep=r1.keep | ~r1.population_mask[None, :])
     with pytest.raises(InputError):
         offline_reference_scores(t1, leaky, ("lira-offline",))
+
+
+def test_unknown_dataset_is_bad_input(capsys):
+    assert main(["--quick", "--datasets", "purchase,nope"]) == 2
+    assert "expected a comma-separated subset" in capsys.readouterr().err
