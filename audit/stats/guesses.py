@@ -3,12 +3,18 @@
 A one-run audit ranks canaries by score, guesses "member" for the k+ highest and
 "non-member" for the k- lowest, and abstains on the rest (Steinke, Nasr & Jagielski
 2023, Section 6). Theorem 5.2 needs the number of guesses r fixed before the run;
-choosing (k+, k-) after seeing which choice gives the highest bound would overstate it.
+choosing r after seeing which choice gives the highest bound would overstate it.
+*Which* canaries are guessed, and with which sign, may depend on the scores (the
+theorem allows any guess computed from the output), but not on the membership labels.
 Each strategy here is valid for its choice:
 
-* :class:`GuessSearch` (default): a family of (k+, k-) pairs fixed by the number of
-  canaries alone (a geometric grid of guess counts), each tested at significance
-  ``(1 - confidence) / len(family)`` (Bonferroni); the best of the family is reported.
+* :class:`GuessSearch` (default): a family of guess counts fixed by the number of
+  canaries alone (a geometric grid of top-r guesses, plus one guess on every canary
+  whose split between members and non-members is read off the scores, without labels),
+  each tested at significance ``(1 - confidence) * weight`` (Bonferroni); the best of the
+  family is reported. :func:`audit.stats.one_run.guess_plan` drops the members that could
+  not reject even with every guess right (at this m, delta and confidence), which is also
+  fixed before the run and leaves more significance to the rest.
 * :class:`FixedGuesses`: one (k+, k-) chosen in advance; no correction.
 
 Ties never help: when the k-th and (k+1)-th ranked scores are equal, the guess set is
@@ -20,9 +26,34 @@ yield no correct guesses whatever their order in the input.
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
+
 import numpy as np
 
 from audit.errors import InputError
+
+# The member count is Binomial(m, 1/2): outside m/2 +- this many standard deviations
+# with probability below 1e-4, so the score-based split is looked for inside that range.
+_SPLIT_SDS = 4.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Guess:
+    """One member of a guess family: the ``k_plus`` top-ranked canaries guessed members,
+    the ``k_minus`` bottom-ranked guessed non-members.
+
+    ``split_from_scores``: a guess on all r = k_plus + k_minus canaries whose split is
+    chosen from the scores (:func:`split_from_scores`) when the bound is computed;
+    ``k_plus``/``k_minus`` then only hold the even split.
+    """
+
+    k_plus: int
+    k_minus: int
+    split_from_scores: bool = False
+
+    @property
+    def r(self) -> int:
+        return self.k_plus + self.k_minus
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,22 +62,28 @@ class GuessSearch:
 
     The family: for each r on the grid (``min_guesses``, ``min_guesses * ratio``, ..., m),
     guess the top r as members (only while r <= m / 2: guessing more than half of the
-    canaries as members forces wrong guesses) and, when ``two_sided``, the top ceil(r/2)
-    as members and the bottom floor(r/2) as non-members. Guessing every canary
-    two-sided (the choice that catches a broken implementation) gets ``full_share`` of
-    the significance level; the other members share the rest equally.
+    canaries as members forces wrong guesses); when ``two_sided``, also the top ceil(r/2)
+    as members and the bottom floor(r/2) as non-members for r < m. Always: a guess on
+    every canary, split between members and non-members by the scores
+    (``full_split = "scores"``, :func:`split_from_scores`) or in half (``"half"``). That
+    guess gets ``full_share`` of the significance level when ``full_share > 0``; the other
+    members share the rest equally.
 
     Attributes:
       ratio: spacing of the grid of guess counts.
-      two_sided: include the top-and-bottom guesses.
+      two_sided: add top-and-bottom guesses for every r on the grid below m.
       min_guesses: the smallest guess count tried.
-      full_share: share of 1 - confidence for guessing all m canaries (two-sided only).
+      full_share: share of 1 - confidence for the guess on every canary (0: equal shares).
+      full_split: how the guess on every canary splits members from non-members.
+      prune: drop the members that cannot reject even with every guess right.
     """
 
     ratio: float = 2.0
-    two_sided: bool = True
+    two_sided: bool = False
     min_guesses: int = 1
     full_share: float = 0.0
+    full_split: Literal["scores", "half"] = "scores"
+    prune: bool = True
 
     def __post_init__(self) -> None:
         if not self.ratio > 1.0:
@@ -55,29 +92,34 @@ class GuessSearch:
             raise InputError(f"min_guesses={self.min_guesses!r}: expected an integer >= 1")
         if not 0.0 <= self.full_share < 1.0:
             raise InputError(f"full_share={self.full_share!r}: expected a number in [0, 1)")
+        if self.full_split not in ("scores", "half"):
+            raise InputError(f"full_split={self.full_split!r}: expected 'scores' or 'half'")
 
-    def family(self, m: int) -> list[tuple[int, int]]:
-        counts = {m}
+    def family(self, m: int) -> list[Guess]:
+        """Every member before pruning; depends on m only. The last is the full guess."""
+        counts = set()
         r = float(min(self.min_guesses, m))
         while r < m:
             counts.add(int(round(r)))
             r *= self.ratio
-        pairs: list[tuple[int, int]] = []
+        members: list[Guess] = []
         for r in sorted(counts):
             if 2 * r <= m:
-                pairs.append((r, 0))
-            if self.two_sided and r >= 2:
-                pairs.append(((r + 1) // 2, r // 2))
-        return pairs or [(1, 0)]
+                members.append(Guess(r, 0))
+            if self.two_sided and 2 <= r < m:
+                members.append(Guess((r + 1) // 2, r // 2))
+        full = Guess((m + 1) // 2, m // 2, split_from_scores=self.full_split == "scores")
+        if full not in members:
+            members.append(full)
+        return members
 
-    def weights(self, m: int) -> list[float]:
-        """Share of the significance level given to each member of :meth:`family` (sums to 1)."""
-        pairs = self.family(m)
-        full = ((m + 1) // 2, m // 2)
-        if not self.two_sided or self.full_share == 0.0 or full not in pairs or len(pairs) == 1:
-            return [1.0 / len(pairs)] * len(pairs)
-        rest = (1.0 - self.full_share) / (len(pairs) - 1)
-        return [self.full_share if pair == full else rest for pair in pairs]
+    def weights(self, members: list[Guess], m: int) -> list[float]:
+        """Share of the significance level given to each of ``members`` (sums to 1)."""
+        n = len(members)
+        if self.full_share == 0.0 or n == 1 or members[-1].r != m:
+            return [1.0 / n] * n
+        rest = (1.0 - self.full_share) / (n - 1)
+        return [rest] * (n - 1) + [self.full_share]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,18 +137,47 @@ class FixedGuesses:
         if self.k_plus + self.k_minus == 0:
             raise InputError("k_plus + k_minus = 0: expected at least one guess")
 
-    def family(self, m: int) -> list[tuple[int, int]]:
+    prune = False
+
+    def family(self, m: int) -> list[Guess]:
         if self.k_plus + self.k_minus > m:
             raise InputError(
                 f"k_plus + k_minus = {self.k_plus + self.k_minus} > {m} canaries: expected at most one guess per canary"
             )
-        return [(self.k_plus, self.k_minus)]
+        return [Guess(int(self.k_plus), int(self.k_minus))]
 
-    def weights(self, m: int) -> list[float]:
+    def weights(self, members: list[Guess], m: int) -> list[float]:
         return [1.0]
 
 
 GuessStrategy = GuessSearch | FixedGuesses
+
+
+def split_from_scores(scores: np.ndarray) -> int:
+    """How many of the top-ranked canaries to guess members when every canary is guessed.
+
+    Label-free (Otsu's threshold, i.e. 1-D two-means): among the cuts that split no tie
+    and leave a member count within ``m/2 +- 4 sqrt(m)/2`` (where Binomial(m, 1/2) puts
+    all but 1e-4 of its mass), the one with the largest between-group variance
+    ``k (m - k) (mean_top - mean_bottom)^2``; ties go to the cut nearest m/2. With a gap
+    between members' and non-members' scores this finds it, whatever the member count.
+    Falls back to ``ceil(m/2)`` when no tie-free cut lies in the range.
+    """
+    s = np.sort(np.asarray(scores, dtype=np.float64))[::-1]
+    m = s.size
+    half = (m + 1) // 2
+    if m < 2:
+        return half
+    width = _SPLIT_SDS * np.sqrt(m) / 2
+    k = np.arange(max(1, int(np.floor(m / 2 - width))), min(m - 1, int(np.ceil(m / 2 + width))) + 1)
+    k = k[s[k - 1] > s[k]]  # cut after position k splits no tie
+    if k.size == 0:
+        return half
+    total = np.cumsum(s - s.mean())  # centred: keeps the differences accurate
+    top = total[k - 1]
+    between = top * top * m / (k * (m - k))  # = k (m-k) (mean_top - mean_bottom)^2 / m
+    best = k[between >= between.max() * (1 - 1e-12)]
+    return int(best[np.argmin(np.abs(best - m / 2))])
 
 
 @dataclasses.dataclass(frozen=True)

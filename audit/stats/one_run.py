@@ -22,7 +22,7 @@ import numpy as np
 from scipy import optimize, special, stats
 
 from audit.stats import _validate
-from audit.stats.guesses import GuessSearch, GuessStrategy, RankedCanaries, describe
+from audit.stats.guesses import Guess, GuessSearch, GuessStrategy, RankedCanaries, describe, split_from_scores
 from audit.stats.result import GUARANTEED, EpsilonResult
 
 # No audit with fewer than 10^80 canaries can show more than this.
@@ -138,6 +138,28 @@ def epsilon_one_run(m: int, r: int, v: int, *, delta: float, confidence: float =
     )
 
 
+@functools.lru_cache(maxsize=256)
+def guess_plan(strategy: GuessStrategy, m: int, delta: float, alpha: float) -> tuple[tuple[Guess, float], ...]:
+    """The strategy's family for m canaries, each member with its significance level.
+
+    With ``strategy.prune``, members that could not reject eps = 0 even with every guess
+    right at the level the whole family would give them (at large m and delta > 0 the
+    ``2 m delta`` term rules out small guess counts) are dropped, and the level is shared
+    among the rest (each of which can then reject: its level only grew). This depends on
+    (m, delta, alpha) only, never on the scores, so the Bonferroni correction over the
+    remaining family stays valid. If no member could reject, the family is kept whole
+    (its bound is 0 anyway).
+    """
+    members = strategy.family(m)
+    weights = strategy.weights(members, m)
+    if strategy.prune:
+        keep = [g for g, w in zip(members, weights) if one_run_p_value(m, g.r, g.r, 0.0, delta) <= alpha * w]
+        if keep:
+            members = keep
+            weights = strategy.weights(members, m)
+    return tuple((g, alpha * w) for g, w in zip(members, weights))
+
+
 def epsilon_one_run_from_scores(
     scores,
     members,
@@ -163,16 +185,18 @@ def epsilon_one_run_from_scores(
     confidence = _validate.check_confidence(confidence)
     strategy = GuessSearch() if strategy is None else strategy
     m = scores.size
-    family = strategy.family(m)
-    weights = strategy.weights(m)
-    alpha = 1.0 - confidence
+    plan = guess_plan(strategy, m, delta, 1.0 - confidence)
     ranked = RankedCanaries.from_scores(scores, members)
 
     # Visit the most precise guesses first so later ones can be skipped cheaply.
     candidates = []
-    for (k_plus, k_minus), weight in zip(family, weights):
+    for guess, significance in plan:
+        k_plus, k_minus = guess.k_plus, guess.k_minus
+        if guess.split_from_scores:
+            k_plus = split_from_scores(scores)
+            k_minus = guess.r - k_plus
         made, correct = ranked.correct(k_plus, k_minus)
-        candidates.append((k_plus, k_minus, made, correct, alpha * weight))
+        candidates.append((k_plus, k_minus, made, correct, significance))
     candidates.sort(key=lambda c: -(c[3] / (c[0] + c[1])))
 
     best_eps, best = 0.0, None
@@ -186,11 +210,11 @@ def epsilon_one_run_from_scores(
         if eps > best_eps:
             best_eps, best = eps, (k_plus, k_minus, made, correct)
 
-    power = design_power(m, tuple(kp + km for kp, km in family), tuple(alpha * w for w in weights), delta)
+    power = design_power(m, tuple(g.r for g, _ in plan), tuple(sig for _, sig in plan), delta)
     details = {
         "canaries": m,
         "members": int(members.sum()),
-        "family_size": len(family),
+        "family_size": len(plan),
         "power": power,
     }
     if best is not None:
