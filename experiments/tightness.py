@@ -93,7 +93,7 @@ class Setting:
     runs_per_world: int = 150
     multi_run_seeds: int = 2
     yardstick_seeds: int = 10
-    blackbox: bb.Setting = field(default_factory=lambda: replace(bb.FULL, seeds=(0,)))
+    blackbox: bb.Setting = field(default_factory=lambda: replace(bb.FULL, seeds=(0, 1)))
     blackbox_kinds: tuple[str, ...] = ("clipbkd", "natural")
 
     @property
