@@ -107,3 +107,20 @@ def test_gaussian_reference_matches_the_analytic_relation():
     sigma, eps = 0.8, 2.0
     analytic = stats.norm.cdf(0.5 / sigma - eps * sigma) - math.exp(eps) * stats.norm.cdf(-0.5 / sigma - eps * sigma)
     assert gaussian_mechanism_epsilon(sigma, analytic) == pytest.approx(eps, rel=1e-6)
+
+
+def test_one_run_scores_randomized_response_worst_case_for_the_search():
+    # Randomized response at eps = 1: each canary's output is its membership bit, flipped
+    # with probability 1/(1+e), so every guess is right with probability exactly e/(1+e):
+    # the mechanism sits on the bound, the worst case for a search over guesses (the
+    # score-based split of the full guess lands on the outputs). Tiny label-free noise
+    # orders the tied outputs. 2,000 audits of 1,000 canaries at delta = 0.
+    eps, m, n = 1.0, 1000, 2000
+    q = special.expit(eps)
+    rng = np.random.default_rng(2026)
+    above = 0
+    for _ in range(n):
+        members = rng.random(m) < 0.5
+        outputs = np.where(rng.random(m) < q, members, ~members)
+        above += epsilon_one_run_from_scores(outputs + 1e-3 * rng.random(m), members, delta=0.0).value > eps
+    assert above / n <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / n)
