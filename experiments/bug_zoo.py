@@ -67,7 +67,8 @@ class Setting:
     big_c: float = 10.0  # noise_sigma_not_sigma_c also at this C, where its bug matters
     fast_variants: tuple[str, ...] = ()  # empty: "correct" and every fast fault
     fast_seeds: int = 5
-    multi_variants: tuple[str, ...] = ("correct", "half_noise", "per_batch_clipping", "actual_batch_normalisation")
+    multi_variants: tuple[str, ...] = ("correct", "half_noise", "per_batch_clipping", "actual_batch_normalisation",
+                                       "accountant_rate_10x_small")
     multi: za.MultiRunDesign = za.MultiRunDesign()
     blackbox_epsilon: float | None = 2.0
     blackbox_models: int = 8
@@ -248,7 +249,7 @@ def summary(s: Setting, opacus, fast, multi, blackbox) -> list[str]:
     return lines
 
 
-def markdown(s: Setting, opacus, fast, multi, blackbox, seconds: float, quick: bool) -> str:
+def markdown(s: Setting, opacus, fast, multi, blackbox, seconds: float, quick: bool, multi_rerun: str | None = None) -> str:
     d = s.design
     out = [
         "# The bug zoo: faulty DP-SGD variants and correct trainers, audited" + (" (quick)" if quick else ""),
@@ -306,7 +307,9 @@ def markdown(s: Setting, opacus, fast, multi, blackbox, seconds: float, quick: b
         "for one Gaussian step at the σ of the target ε. Bound: Clopper-Pearson counts bound at the pilot's threshold "
         "(`epsilon_from_counts`); ceiling: the bound with no error at all. Each claimed ε uses one seed for every "
         "variant, so the variants see the same noise draws: `half_noise` (shift C, noise σC/2) and `per_batch_clipping` "
-        "on this dataset (shift 2C, noise σC) are then the same test in units of the noise and give the same counts.",
+        "on this dataset (shift 2C, noise σC) are then the same test in units of the noise and give the same counts. "
+        "`accountant_rate_10x_small` runs the correct step; its σ and claim come from the accountant at a tenth of the "
+        "true rate (q = 0.1 for a full batch), which is its bug.",
         "",
         "| variant | claimed ε | σ | statistic | counts (TP, FN, FP, TN) | ε lower bound | ceiling | verdict |",
         "|---|---:|---:|---|---|---:|---:|---|",
@@ -344,7 +347,8 @@ def markdown(s: Setting, opacus, fast, multi, blackbox, seconds: float, quick: b
         "",
         f"Reproduce: `.venv/bin/python -m experiments.bug_zoo{' --quick' if quick else ''}`. Total {seconds:.0f} s on "
         f"{platform.machine()} Python {platform.python_version()}, measured on 2 shared CPU cores (single-threaded torch; "
-        "timings are indicative only).",
+        "timings are indicative only)."
+        + (f" The multi-run rows were then re-run alone with the current variant list: `{multi_rerun}`." if multi_rerun else ""),
         "",
     ]
     return "\n".join(out)
@@ -372,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="write bug_zoo.md/.json here (default: experiments/results for the full run)")
     parser.add_argument("--render", type=Path, default=None,
                         help="rewrite bug_zoo.md beside this bug_zoo.json from its measurements (no training)")
+    parser.add_argument("--rerun-multi", action="store_true",
+                        help="with --render: re-run the multi-run rows with the current variant list first")
     args = parser.parse_args(argv)
     if args.render is not None:
         try:
@@ -382,7 +388,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --render {args.render}: not a bug_zoo.json ({err})", file=sys.stderr)
             return 2
         quick = "--quick" in payload.get("command", "")
-        write(args.render.parent, markdown(setting, *parts, payload["seconds"], quick), payload)
+        if args.rerun_multi:
+            import torch
+
+            torch.set_num_threads(1)
+            setting = replace(setting, multi_variants=(QUICK if quick else FULL).multi_variants)
+            old_seconds = sum(r["seconds"] for r in parts[2])
+            parts[2] = payload["multi"] = multi_rows(setting, lambda msg: print(msg, file=sys.stderr, flush=True))
+            payload["seconds"] += sum(r["seconds"] for r in parts[2]) - old_seconds  # the total as if run in one go
+            payload["setting"] = asdict(setting)
+            payload["multi_rerun"] = f"python -m experiments.bug_zoo --render {args.render} --rerun-multi"
+        write(args.render.parent, markdown(setting, *parts, payload["seconds"], quick, payload.get("multi_rerun")), payload)
         return 0
     import torch
 

@@ -238,18 +238,25 @@ def best_threshold(scores: np.ndarray, members: np.ndarray) -> tuple[float, floa
     return float(grid[i]), float(values[i])
 
 
+ACCOUNTING_FAULTS = {"accountant_rate_10x_small": 0.1}
+"""Zoo variants whose step is correct and whose accountant is handed the sample rate times this factor."""
+
+
 def multi_run(variant: str, epsilon: float, md: MultiRunDesign, design: Design, *, seed: int) -> dict:
     """Multi-run counts bound of one full-batch DP-SGD step (claim: the accountant's epsilon
-    at q = 1, T = 1); statistic and threshold chosen on independent pilot runs."""
+    at q = 1, T = 1, or at the wrong rate of an accounting fault, which runs the correct
+    step); statistic and threshold chosen on independent pilot runs."""
     from audit.stats import epsilon_from_counts
     from experiments.multi_run_whitebox import counts_at
 
-    sigma = sigma_for(epsilon, 1.0, 1)
-    claimed = claim(sigma, 1.0, 1)
-    pilot, pm = _one_step_scores(variant, sigma, md, design, md.pilot_per_world, seed=int(np.random.SeedSequence([seed, 1]).generate_state(1)[0]))
+    rate = ACCOUNTING_FAULTS.get(variant, 1.0)
+    sigma = sigma_for(epsilon, rate, 1)
+    claimed = claim(sigma, rate, 1)
+    step = "correct" if variant in ACCOUNTING_FAULTS else variant
+    pilot, pm = _one_step_scores(step, sigma, md, design, md.pilot_per_world, seed=int(np.random.SeedSequence([seed, 1]).generate_state(1)[0]))
     choice = max(pilot, key=lambda name: best_threshold(pilot[name], pm)[1])
     threshold, _ = best_threshold(pilot[choice], pm)
-    scores, members = _one_step_scores(variant, sigma, md, design, md.runs_per_world, seed=int(np.random.SeedSequence([seed, 2]).generate_state(1)[0]))
+    scores, members = _one_step_scores(step, sigma, md, design, md.runs_per_world, seed=int(np.random.SeedSequence([seed, 2]).generate_state(1)[0]))
     counts = counts_at(scores[choice], members, threshold)
     bound = epsilon_from_counts(*counts, delta=DELTA, confidence=CONFIDENCE).value
     n = md.runs_per_world
