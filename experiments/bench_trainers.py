@@ -50,8 +50,8 @@ class BenchConfig:
     ``fast_steps`` steps of the fast trainer (noise drawn on ``noise_threads`` threads,
     then on 2), ``hooks_steps`` steps of each of the first ``hooks_models`` Opacus
     ``hooks`` models, ``ghost_steps`` steps of each of the K Opacus ``ghost`` models, and
-    ``documented_steps`` steps of each model of the documented Opacus loops (hooks: the
-    first ``hooks_models``; ghost: all K). Models persist across rounds (one training run
+    the documented Opacus loops (hooks: ``hooks_steps`` steps of the first
+    ``hooks_models``; ghost: ``documented_steps`` steps of all K). Models persist across rounds (one training run
     each).
     """
 
@@ -345,7 +345,7 @@ def run(cfg: BenchConfig) -> BenchResult:
     doc_ghost = DocumentedOpacusLoop(work, "ghost", cfg.n_models)
     runners = (
         ("fast", fast, cfg.fast_steps), ("fast2", fast2, cfg.fast_steps), ("hooks", hooks, cfg.hooks_steps),
-        ("ghost", ghost, cfg.ghost_steps), ("doc_hooks", doc_hooks, cfg.documented_steps),
+        ("ghost", ghost, cfg.ghost_steps), ("doc_hooks", doc_hooks, cfg.hooks_steps),
         ("doc_ghost", doc_ghost, cfg.documented_steps),
     )
     rounds = {name: [] for name, _, _ in runners} | {"peak": [], "noise_s": []}

@@ -57,10 +57,10 @@ class Setting:
     widths: tuple[int, ...] = (600, 256, 100)
     n_records: int = 20_000
     batch: int = 256
-    bench_rounds: int = 6
-    bench_examples_per_round: int = 16_384
+    bench_rounds: int = 4
+    bench_examples_per_round: int = 8_192
     hooks_models: int = 4
-    rss_steps: int = 3
+    rss_steps: int = 2
     rss_methods: tuple[str, ...] = ("data", *METHODS)
     # LiRA end to end (pipeline, fast trainer)
     lira_data: str = "purchase"
@@ -70,7 +70,7 @@ class Setting:
     lira_widths: tuple[int, ...] = (256,)
     lira_models: int = 65
     lira_canaries: int = 2_000
-    lira_epochs: float = 10.0
+    lira_epochs: float = 5.0
     lira_batch: int = 256
     # white-box one-run audit vs plain DP-SGD (pipeline, Opacus)
     wb_data: str = "purchase"
@@ -79,9 +79,9 @@ class Setting:
     wb_model: str = "mlp"
     wb_widths: tuple[int, ...] = (256,)
     wb_canaries: int = 1_000
-    wb_epochs: float = 3.0
+    wb_epochs: float = 1.0
     wb_batch: int = 256
-    wb_repeats: int = 3
+    wb_repeats: int = 2
     noise_multiplier: float = 1.0
     lr: float = 0.1
     threads: int = 2
