@@ -398,7 +398,10 @@ def main(argv: list[str] | None = None) -> int:
             payload["seconds"] += sum(r["seconds"] for r in parts[2]) - old_seconds  # the total as if run in one go
             payload["setting"] = asdict(setting)
             payload["multi_rerun"] = f"python -m experiments.bug_zoo --render {args.render} --rerun-multi"
-        write(args.render.parent, markdown(setting, *parts, payload["seconds"], quick, payload.get("multi_rerun")), payload)
+        text = markdown(setting, *parts, payload["seconds"], quick, payload.get("multi_rerun"))
+        if payload.get("note"):  # provenance recorded beside the measurements
+            text += f"\nNote: {payload['note']}\n"
+        write(args.render.parent, text, payload)
         return 0
     import torch
 
