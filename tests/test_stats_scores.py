@@ -111,6 +111,10 @@ def test_split_from_scores_ignores_labels_and_finds_the_gap():
     res = epsilon_one_run_from_scores(scores, members, delta=1e-5)
     assert res.details["correct"] == res.details["guesses"] == 5000  # every guess right
     assert res.value == pytest.approx(res.details["power"])
+    # A planted bug's readings: members far out and widely spread (a two-means cut would
+    # split the members); the widest gap still finds the valley.
+    spread = np.where(members, 1e6 * rng.lognormal(sigma=1.0, size=5000), rng.normal(size=5000))
+    assert split_from_scores(spread) == members.sum()
     # No tie-free cut in range: fall back to the half split, shrunk by the tie rule.
     assert split_from_scores(np.zeros(100)) == 50
 

@@ -10,7 +10,7 @@ Each strategy here is valid for its choice:
 
 * :class:`GuessSearch` (default): a family of guess counts fixed by the number of
   canaries alone (a geometric grid of top-r guesses, plus one guess on every canary
-  whose split between members and non-members is read off the scores, without labels),
+  whose split between members and non-members is read off the scores, without labels: the widest gap in the scores near the middle),
   each tested at significance ``(1 - confidence) * weight`` (Bonferroni); the best of the
   family is reported. :func:`audit.stats.one_run.guess_plan` drops the members that could
   not reject even with every guess right (at this m, delta and confidence), which is also
@@ -156,12 +156,15 @@ GuessStrategy = GuessSearch | FixedGuesses
 def split_from_scores(scores: np.ndarray) -> int:
     """How many of the top-ranked canaries to guess members when every canary is guessed.
 
-    Label-free (Otsu's threshold, i.e. 1-D two-means): among the cuts that split no tie
-    and leave a member count within ``m/2 +- 4 sqrt(m)/2`` (where Binomial(m, 1/2) puts
-    all but 1e-4 of its mass), the one with the largest between-group variance
-    ``k (m - k) (mean_top - mean_bottom)^2``; ties go to the cut nearest m/2. With a gap
-    between members' and non-members' scores this finds it, whatever the member count.
-    Falls back to ``ceil(m/2)`` when no tie-free cut lies in the range.
+    Label-free: among the cuts that leave a member count within ``m/2 +- 4 sqrt(m)/2``
+    (where Binomial(m, 1/2) puts all but 1e-4 of its mass), the one at the widest gap
+    between consecutive sorted scores, i.e. where the scores are sparsest: the valley
+    between the members' and the non-members' scores when they separate (whatever the
+    member count, and however spread out each group is), an arbitrary cut near the middle
+    when they do not. Ties in width go to the cut nearest m/2; a cut inside a tie group
+    has no gap and is never chosen. Falls back to ``ceil(m/2)`` when every score in the
+    range is tied. (Otsu's two-means cut was tried first: it splits a widely spread group
+    of members in two instead of finding the gap.)
     """
     s = np.sort(np.asarray(scores, dtype=np.float64))[::-1]
     m = s.size
@@ -170,13 +173,10 @@ def split_from_scores(scores: np.ndarray) -> int:
         return half
     width = _SPLIT_SDS * np.sqrt(m) / 2
     k = np.arange(max(1, int(np.floor(m / 2 - width))), min(m - 1, int(np.ceil(m / 2 + width))) + 1)
-    k = k[s[k - 1] > s[k]]  # cut after position k splits no tie
-    if k.size == 0:
+    gaps = s[k - 1] - s[k]  # cut after position k: k canaries on top
+    if not np.any(gaps > 0):
         return half
-    total = np.cumsum(s - s.mean())  # centred: keeps the differences accurate
-    top = total[k - 1]
-    between = top * top * m / (k * (m - k))  # = k (m-k) (mean_top - mean_bottom)^2 / m
-    best = k[between >= between.max() * (1 - 1e-12)]
+    best = k[gaps >= gaps.max()]
     return int(best[np.argmin(np.abs(best - m / 2))])
 
 
