@@ -367,10 +367,25 @@ def memory_table(res: dict) -> list[str]:
     return lines
 
 
+def loaded_warning(res: dict) -> list[str]:
+    """A warning paragraph when the machine was busy at the start or end of the run."""
+    from experiments.bench_trainers import QUIET_LOAD
+
+    if max(res["load_average_start"][0], res["load_average_end"][0]) <= QUIET_LOAD:
+        return []
+    return [
+        f"**The machine was not quiet** (1-minute load average above {QUIET_LOAD}): other processes "
+        "took much of both cores, unevenly over time. Every wall-clock figure here is slower than on a quiet "
+        "machine, ratios of methods timed minutes apart (the one-run overhead repeats) are noisy, and "
+        "Opacus' many small parallel ops lose more under contention than the fast trainer's large matmuls, "
+        "which inflates the speed-ups. Memory figures are not affected.",
+        "",
+    ]
+
+
 def markdown(res: dict, quick: bool) -> str:
     s = res["setting"]
     lira, ov = res["lira"], res["overhead"]["summary"]
-    first = next(iter(res["trainers"].values()))
     lt = lira["timings"]
     stage = " | ".join(f"{name.removesuffix('_s')} {v:.1f} s ({v / lira['wall_s']:.0%})" for name, v in lt.items())
     wb_runs = res["overhead"]["runs"]
@@ -393,6 +408,7 @@ def markdown(res: dict, quick: bool) -> str:
         f"{_load(res['load_average_end'])} at the end. torch {res['machine']['torch']}, "
         f"`torch.set_num_threads({s['threads']})`.",
         "",
+        *loaded_warning(res),
         "## 1. Fast trainer against Opacus loops",
         "",
         f"MLP {' -> '.join(map(str, s['widths']))}, DP-SGD (sigma {s['noise_multiplier']}, C 1), Poisson batches "
@@ -400,7 +416,7 @@ def markdown(res: dict, quick: bool) -> str:
         f"Purchase-like records; `experiments.bench_trainers` at K models, {s['bench_rounds']} interleaved rounds, "
         "best round of each method (medians in the JSON). Speed-ups are the fast trainer's (noise on one thread) "
         "over each loop. Opacus `hooks` is timed on the first "
-        f"{first['hooks_models']} model(s) of K and its examples/s used for all (every model costs the same). "
+        f"min(K, {s['hooks_models']}) models and its examples/s used for all (every model costs the same). "
         "\"Tensor batches\": Opacus fed pre-built Poisson batches (no DataLoader, set-up untimed); "
         "\"documented\": the loop from Opacus' tutorials (`DataLoader(TensorDataset)`, `make_private(..., "
         "poisson_sampling=True)`), set-up below. FLOP/s of the fast trainer are analytic matmul FLOPs "
@@ -452,7 +468,9 @@ def markdown(res: dict, quick: bool) -> str:
         "",
         "Each cell a fresh process: the benchmark data (and imports) alone, or the data plus one "
         f"trainer's K models and {s['rss_steps']} step(s) of each (Opacus hooks: the first "
-        f"{first['hooks_models']} model(s)). The LiRA audit and the one-run audit are above.",
+        f"min(K, {s['hooks_models']}) models). The documented loops hold each model's own copy of its "
+        "training half (`TensorDataset(x[members], y[members])`), as a user's code would. The LiRA audit "
+        "and the one-run audit are above.",
         "",
         *memory_table(res),
         "",
