@@ -376,7 +376,14 @@ def run(cfg: BenchConfig) -> BenchResult:
 
 
 QUIET_LOAD = 1.0
-"""A run whose 1-minute load average exceeds this at its start or end is flagged."""
+"""A run whose 1-minute load average exceeds this at its start is flagged; at its end the
+run's own two busy threads are allowed on top (the load average counts them too)."""
+OWN_LOAD = 2.0
+
+
+def machine_was_busy(load_start: float, load_end: float) -> bool:
+    """Whether other processes loaded the machine around a run that keeps 2 cores busy."""
+    return load_start > QUIET_LOAD or load_end > QUIET_LOAD + OWN_LOAD
 
 
 def _goal_lines(res: BenchResult) -> list[str]:
@@ -384,9 +391,10 @@ def _goal_lines(res: BenchResult) -> list[str]:
     on the best-round figures of the default fast trainer and of ``noise_threads=2``."""
     met = lambda ok: "met" if ok else "**not met**"  # noqa: E731
     lines = []
-    if max(res.load_average_start[0], res.load_average[0]) > QUIET_LOAD:
+    if machine_was_busy(res.load_average_start[0], res.load_average[0]):
         lines.append(
-            f"- **The machine was not quiet** (1-minute load average above {QUIET_LOAD} at the start or end): "
+            f"- **The machine was not quiet** (1-minute load average above {QUIET_LOAD} at the start, or above "
+            f"{QUIET_LOAD + OWN_LOAD} at the end, counting the run's own two threads): "
             "Opacus' many small parallel ops lose far more than the fast trainer's large matmuls "
             "under contention, so the ratios below overstate the speed-ups. Re-run on a quiet machine."
         )

@@ -369,12 +369,13 @@ def memory_table(res: dict) -> list[str]:
 
 def loaded_warning(res: dict) -> list[str]:
     """A warning paragraph when the machine was busy at the start or end of the run."""
-    from experiments.bench_trainers import QUIET_LOAD
+    from experiments.bench_trainers import OWN_LOAD, QUIET_LOAD, machine_was_busy
 
-    if max(res["load_average_start"][0], res["load_average_end"][0]) <= QUIET_LOAD:
+    if not machine_was_busy(res["load_average_start"][0], res["load_average_end"][0]):
         return []
     return [
-        f"**The machine was not quiet** (1-minute load average above {QUIET_LOAD}): other processes "
+        f"**The machine was not quiet** (1-minute load average above {QUIET_LOAD} at the start, or above "
+        f"{QUIET_LOAD + OWN_LOAD} at the end counting the run's own two threads): other processes "
         "took much of both cores, unevenly over time. Every wall-clock figure here is slower than on a quiet "
         "machine, ratios of methods timed minutes apart (the one-run overhead repeats) are noisy, and "
         "Opacus' many small parallel ops lose more under contention than the fast trainer's large matmuls, "
