@@ -132,9 +132,9 @@ def render(bench: BenchConfig, result: dict, command: str) -> str:
         "",
         "| executor | whole audit (s) | training (s) | training per model (s) |",
         "| --- | ---: | ---: | ---: |",
-        f"| in-process (`kind = \"local\"`) | {m['local_s']:.1f} | {m['local_train_s']:.1f} | {per_model(m['local_train_s']):.2f} |",
-        f"| Ray, cold workers | {m['ray_cold_s']:.1f} | {m['ray_cold_train_s']:.1f} | {per_model(m['ray_cold_train_s']):.2f} |",
-        f"| Ray, warm workers (same Ray, second audit) | {m['ray_warm_s']:.1f} | {m['ray_warm_train_s']:.1f} | {per_model(m['ray_warm_train_s']):.2f} |",
+        f"| in-process (`kind = \"local\"`) | {m['local_s']:.3g} | {m['local_train_s']:.3g} | {per_model(m['local_train_s']):.3g} |",
+        f"| Ray, cold workers | {m['ray_cold_s']:.3g} | {m['ray_cold_train_s']:.3g} | {per_model(m['ray_cold_train_s']):.3g} |",
+        f"| Ray, warm workers (same Ray, second audit) | {m['ray_warm_s']:.3g} | {m['ray_warm_train_s']:.3g} | {per_model(m['ray_warm_train_s']):.3g} |",
         "",
         f"Ray start-up (`ray.init`, local): {m['ray_start_s']:.1f} s; shutdown: {m['ray_stop_s']:.1f} s. "
         f"A first audit on a fresh local Ray, start-up and shutdown included: {m['ray_total_s']:.1f} s "
