@@ -333,9 +333,9 @@ def test_fast_trainer_blocks_do_not_change_the_models(tmp_path):
     first = config.model_copy(update={"audit": config.audit.model_copy(update={"models": 2})})
     (tmp_path / "two").mkdir()
     (tmp_path / "one").mkdir()
-    training.train_blackbox_fast(first, audit_data, keep, tmp_path / "two")
-    training.train_blackbox_fast(config, audit_data, keep, tmp_path / "two")
-    training.train_blackbox_fast(config, audit_data, keep, tmp_path / "one")
+    training.train_blackbox(first, audit_data, keep, tmp_path / "two", progress=False)
+    training.train_blackbox(config, audit_data, keep, tmp_path / "two", progress=False)
+    training.train_blackbox(config, audit_data, keep, tmp_path / "one", progress=False)
     a = ObservationRun.open(tmp_path / "two" / "observations").load()
     b = ObservationRun.open(tmp_path / "one" / "observations").load()
     assert a.n_models == b.n_models == 5

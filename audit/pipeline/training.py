@@ -338,15 +338,6 @@ def train_blackbox(config: AuditConfig, data: AuditData, keep: np.ndarray, run_d
     return run, utility
 
 
-def train_blackbox_fast(config: AuditConfig, data: AuditData, keep: np.ndarray, run_dir: Path, *,
-                        progress: bool = False, executor=None):
-    """The black-box loop on the fast trainer (kept for callers of the old name): the
-    unfinished models in blocks of ``executor.block_models`` (0 = one block; a kill
-    mid-block loses that block only). Model k draws everything from its own generator,
-    so grouping into blocks changes only floating-point rounding."""
-    return train_blackbox(config, data, keep, run_dir, progress=progress, executor=executor)
-
-
 def _fast_claim(config: AuditConfig, sigma: float, sample_rate: float, steps: int) -> float:
     """The epsilon the fast trainer claims for one model: Opacus' accountant at its own rate."""
     from audit.stats.accountant import claimed_epsilon
