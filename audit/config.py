@@ -11,17 +11,25 @@ from __future__ import annotations
 import math
 import tomllib
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Annotated, Any, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from audit.errors import InputError
 
 DATASETS = ("fair", "randhie", "purchase", "digits")
+# Sizes beyond these are refused as input errors rather than met with a MemoryError later
+# (audit.pipeline.preflight also checks the observations fit in this machine's memory).
+MAX_MODELS = 10_000
+MAX_CANARIES = 1_000_000
+MAX_WIDTH = 65_536
+MAX_SEED = 2**63 - 1
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    # allow_inf_nan=False: an infinite learning rate or noise multiplier is a typo, never a
+    # setting (Opacus' RDP loop never ends at sigma = inf).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, allow_inf_nan=False)
 
 
 class DataConfig(_Section):
@@ -44,7 +52,7 @@ class DataConfig(_Section):
 
 class ModelConfig(_Section):
     name: Literal["mlp", "logreg", "cnn"] = "mlp"
-    widths: list[int] = Field(default_factory=lambda: [64])
+    widths: list[Annotated[int, Field(ge=1, le=MAX_WIDTH)]] = Field(default_factory=lambda: [64])
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
 
 
@@ -81,28 +89,48 @@ class DPSettings(_Section):
     max_grad_norm: float = Field(default=1.0, gt=0.0)
     delta: float = Field(default=1e-5, gt=0.0, lt=1.0)
     accountant: Literal["prv", "rdp", "gdp"] = "prv"
-    claimed_epsilon: float | None = Field(default=None, gt=0.0, description="stated claim, for plugins")
+    claimed_epsilon: float | None = Field(
+        default=None, gt=0.0,
+        description="stated claim of a black-box plugin; when empty the plugin's own CLAIMED_EPSILON is audited",
+    )
 
 
 class AuditSettings(_Section):
-    models: int = Field(default=8, ge=1)
-    canaries: int = Field(default=500, ge=1)
+    models: int = Field(default=8, ge=1, le=MAX_MODELS)
+    canaries: int = Field(default=500, ge=1, le=MAX_CANARIES)
     canary_kind: Literal["natural", "mislabeled", "clipbkd", "ood", "gradient"] = "natural"
     # lira-online (per-record variances) needs many shadows: with few, a record's single IN
     # shadow gives sigma_in = 0; the fixed-variance and offline variants are the defaults.
+    # Empty lists are refused (min_length): an audit with no bound attack or no statistic
+    # measures nothing, and must not reach a verdict.
     attacks: list[str] = Field(
-        default_factory=lambda: ["loss", "calibrated", "lira-online-fixed", "lira-offline", "lira-offline-fixed", "rmia"]
+        default_factory=lambda: ["loss", "calibrated", "lira-online-fixed", "lira-offline", "lira-offline-fixed", "rmia"],
+        min_length=1,
     )
-    bound_attacks: list[str] = Field(default_factory=lambda: ["lira-offline-fixed"])
+    bound_attacks: list[str] = Field(default_factory=lambda: ["lira-offline-fixed"], min_length=1)
     statistics: list[Literal["likelihood-ratio", "all-iterates", "last-iterate"]] = Field(
-        default_factory=lambda: ["likelihood-ratio"]
+        default_factory=lambda: ["likelihood-ratio"], min_length=1
     )
-    fprs: list[float] = Field(default_factory=lambda: [0.1, 0.01, 0.001, 0.0001])
+    fprs: list[float] = Field(default_factory=lambda: [0.1, 0.01, 0.001, 0.0001], min_length=1)
     full_guess_share: float = Field(
         default=0.0, ge=0.0, lt=1.0,
         description="share of 1 - confidence reserved for guessing every canary (raises the power for bug hunting)",
     )
     augment: Literal["none", "mirror", "shift"] = "none"
+
+    @model_validator(mode="after")
+    def _names(self) -> "AuditSettings":
+        from audit.attacks import LOGIT_METHODS
+
+        for field in ("attacks", "bound_attacks"):
+            unknown = [a for a in getattr(self, field) if a not in LOGIT_METHODS]
+            if unknown:
+                raise ValueError(f"audit.{field} has unknown attack {unknown[0]!r}; expected names from {', '.join(LOGIT_METHODS)}")
+        for name in ("attacks", "bound_attacks", "statistics", "fprs"):
+            values = getattr(self, name)
+            if len(set(values)) != len(values):
+                raise ValueError(f"audit.{name} lists a value twice: {values}")
+        return self
 
 
 class DefenceSettings(_Section):
@@ -134,6 +162,16 @@ class GateSettings(_Section):
     max_tpr: float | None = Field(default=None, ge=0.0, le=1.0, description="non-DP risk gate")
     at_fpr: float = Field(default=0.001, gt=0.0, lt=1.0)
     attack: str = "lira-offline-fixed"
+    decide_on: Literal["upper", "point", "lower"] = Field(
+        default="upper",
+        description="which end of the TPR's confidence interval the risk gate compares with max_tpr: "
+        "'upper' passes only when the whole interval is within the limit (conservative), "
+        "'lower' fails only when the whole interval exceeds it, 'point' uses the estimate",
+    )
+    on_inconclusive: Literal["fail", "pass"] = Field(
+        default="fail",
+        description="exit code and registry gate of an INCONCLUSIVE DP audit (power not above the claim)",
+    )
 
 
 class ExecutorSettings(_Section):
@@ -168,7 +206,7 @@ class ExecutorSettings(_Section):
 
 class AuditConfig(_Section):
     name: str = "audit"
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
     confidence: float = Field(default=0.95, gt=0.0, lt=1.0)
     output_dir: str = "runs/audit"
     data: DataConfig = Field(default_factory=DataConfig)
@@ -209,12 +247,28 @@ class AuditConfig(_Section):
         for name in self.audit.fprs:
             if not 0.0 < name < 1.0:
                 raise ValueError(f"audit.fprs has {name!r}; expected numbers in (0, 1)")
+        self._check_gate()
         return self
+
+    def _check_gate(self) -> None:
+        from audit.attacks import LOGIT_METHODS
+
+        g = self.gate
+        if g.attack not in LOGIT_METHODS:
+            raise ValueError(f"gate.attack = {g.attack!r} is not an attack; expected one of {', '.join(LOGIT_METHODS)}")
+        if g.max_tpr is None:
+            return
+        if self.audit.canary_kind == "gradient":
+            raise ValueError("gate.max_tpr is a black-box risk gate; a white-box audit (canary_kind = 'gradient') gates on its claim")
+        if g.attack not in self.audit.attacks:
+            raise ValueError(f"gate.attack = {g.attack!r} is not among audit.attacks {self.audit.attacks}")
+        if not any(math.isclose(g.at_fpr, f, rel_tol=1e-9) for f in self.audit.fprs):
+            raise ValueError(f"gate.at_fpr = {g.at_fpr!r} is not among audit.fprs {self.audit.fprs}")
 
     @property
     def mode(self) -> str:
         """``"dp"`` when training claims an epsilon, else ``"non-dp"`` (a defence comparison)."""
-        if self.trainer.kind == "blackbox-plugin":
+        if self.trainer.kind == "blackbox-plugin":  # the plugin's own claim: audit.pipeline.preflight
             return "dp" if self.dp.claimed_epsilon is not None else "non-dp"
         if self.trainer.kind == "fast":  # DP-SGD when given a noise level, else plain SGD
             return "non-dp" if self.dp.noise_multiplier is None and self.dp.target_epsilon is None else "dp"
@@ -241,6 +295,8 @@ def _first_error(err: ValidationError) -> str:
     first = err.errors()[0]
     where = ".".join(str(p) for p in first["loc"])
     msg = first["msg"].removeprefix("Value error, ")
+    if where and msg.startswith(f"{where}."):  # the message names the field in full already
+        where = ""
     extra = f" (got {first['input']!r})" if first["type"] not in ("extra_forbidden", "value_error", "missing") else ""
     if first["type"] == "extra_forbidden":
         msg = "unknown key"

@@ -20,10 +20,11 @@ Storage (no pickle anywhere):
   file is written atomically, then the manifest is rewritten atomically, so a kill at
   any point leaves a readable run whose ``n_models_done`` counts only complete models;
 - the LiRA reference layout of Carlini et al. (2022), tensorflow/privacy
-  ``research/mi_lira_2021``: ``experiment-*/keep.npy`` (bool[records]) and
-  ``experiment-*/logits/<epoch>.npy`` (``float[records, 1, queries, classes]`` as
-  written by its ``inference.py``), see :func:`import_lira_layout` and
-  :func:`export_lira_layout`.
+  ``research/mi_lira_2021``: ``experiment-K_N/keep.npy`` (bool[records]),
+  ``experiment-K_N/hparams.json`` (with ``expid`` = K) and
+  ``experiment-K_N/logits/<epoch>.npy`` (``float[records, 1, queries, classes]`` as
+  written by its ``inference.py``), beside ``y_train.npy``; models are ordered by
+  experiment number K, see :func:`import_lira_layout` and :func:`export_lira_layout`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +53,7 @@ __all__ = [
     "load_observations",
     "import_lira_layout",
     "export_lira_layout",
+    "check_export_target",
     "synthetic_observations",
 ]
 
@@ -303,7 +307,8 @@ def load_observations(path: str | os.PathLike) -> Observations:
     A directory is an :class:`ObservationRun`, or, without a ``manifest.json`` but with
     ``experiment-*`` subdirectories, the LiRA reference layout (labels from ``y_train.npy``).
 
-    An interchange ``.npz`` needs only ``keep`` and ``logits`` (+ ``labels``) or ``stats``.
+    An interchange ``.npz`` needs only ``keep`` and ``logits`` (+ ``labels``) or ``stats``;
+    arrays it does not know are ignored with a :class:`UserWarning` that names them.
     Raises InputError for a missing, corrupted or inconsistent file.
     """
     path = Path(path)
@@ -315,8 +320,8 @@ def load_observations(path: str | os.PathLike) -> Observations:
     if "keep" not in data:
         raise InputError(f"{path}: missing array 'keep' (found {sorted(data)})")
     unknown = set(data) - {"keep", "labels", "logits", "stats", "population", "metadata"}
-    if unknown:
-        raise InputError(f"{path}: unknown arrays {sorted(unknown)}")
+    if unknown:  # e.g. another tool's `outputs` beside `logits`: not ours to judge
+        warnings.warn(f"{path}: ignoring unknown arrays {sorted(unknown)}", UserWarning, stacklevel=2)
     try:
         return Observations(
             keep=data["keep"],
@@ -568,85 +573,240 @@ def n_models_done(path: str | os.PathLike) -> int:
 
 
 _EXPERIMENT = re.compile(r"^experiment-")
+# train.py names a run experiment-<expid>_<num_experiments>, or experiment-<seed> without --expid.
+_EXPERIMENT_NUMBER = re.compile(r"^experiment-(\d+)(_\d+)?$")
+# inference.py names the logits of an epoch "%010d.npy".
+_EPOCH_FILE = re.compile(r"^(\d+)\.npy$")
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    """One ``.npy`` array, read without pickle; any other content is an InputError naming ``path``."""
+    try:
+        with open(path, "rb") as handle:
+            magic = handle.read(6)
+    except FileNotFoundError as err:
+        raise InputError(f"{path}: no such file") from err
+    except OSError as err:
+        raise InputError(f"{path}: not readable ({_one_line(err)})") from err
+    if magic.startswith(b"PK"):
+        raise InputError(f"{path}: expected one .npy array, got an .npz (zip) archive")
+    if magic != b"\x93NUMPY":
+        raise InputError(f"{path}: not a .npy file (no NumPy header; pickles and text are refused)")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        # ValueError covers object arrays (refused without pickle), malformed headers and
+        # truncated data.
+        raise InputError(f"{path}: not a readable .npy without pickle ({_one_line(err)})") from err
+
+
+def _hparams_expid(exp: Path) -> int | None:
+    """The ``expid`` that train.py writes to ``hparams.json`` (None if absent or null)."""
+    path = exp / "hparams.json"
+    if not path.exists():
+        return None
+    try:
+        hparams = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path}: not valid JSON ({err})") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: not readable ({_one_line(err)})") from err
+    if not isinstance(hparams, dict):
+        raise InputError(f"{path}: expected a JSON object, got {type(hparams).__name__}")
+    expid = hparams.get("expid")
+    if expid is not None and (isinstance(expid, bool) or not isinstance(expid, int) or expid < 0):
+        raise InputError(f"{path}: expid {expid!r}; expected an integer >= 0 or null")
+    return expid
+
+
+def _experiment_number(exp: Path) -> int:
+    """K of ``experiment-K_N`` or ``experiment-K``, else ``expid`` of ``hparams.json``."""
+    match = _EXPERIMENT_NUMBER.match(exp.name)
+    expid = _hparams_expid(exp)
+    if match is None:
+        if expid is None:
+            raise InputError(
+                f"{exp}: no experiment number; expected a name experiment-K_N or experiment-K, "
+                "or an integer expid in hparams.json"
+            )
+        return expid
+    number = int(match.group(1))
+    if match.group(2) and expid is not None and expid != number:  # renamed directory?
+        raise InputError(f"{exp}: name says experiment {number} but hparams.json has expid {expid}")
+    return number
+
+
+def _lira_experiments(root: Path) -> list[Path]:
+    """The ``experiment-*`` directories of ``root`` in experiment-number order.
+
+    Ordered by number, not by name: as strings, ``experiment-10_16`` sorts before
+    ``experiment-2_16``, which would silently make model 2 a different model.
+    """
+    found: dict[int, Path] = {}
+    for exp in (p for p in root.iterdir() if p.is_dir() and _EXPERIMENT.match(p.name)):
+        number = _experiment_number(exp)
+        if number in found:
+            first, second = sorted([found[number].name, exp.name])
+            raise InputError(f"{root}: experiment {number} appears twice ({first} and {second})")
+        found[number] = exp
+    if not found:
+        raise InputError(f"{root}: no experiment-* directories")
+    return [found[k] for k in sorted(found)]
+
+
+def _latest_logits_file(exp: Path) -> Path:
+    """The file of the latest epoch in ``exp/logits`` (epochs compared as numbers)."""
+    folder = exp / "logits"
+    files = list(folder.glob("*.npy")) if folder.is_dir() else []
+    if not files:
+        raise InputError(f"{exp}: no logits/*.npy")
+    epochs = []
+    for path in files:
+        match = _EPOCH_FILE.match(path.name)
+        if match is None:
+            raise InputError(f"{path}: expected <epoch>.npy (an integer epoch, as inference.py names it)")
+        epochs.append((int(match.group(1)), path.name))
+    return folder / max(epochs)[1]
 
 
 def _lira_logits(path: Path) -> np.ndarray:
     """Return float[records, queries, classes] from one reference logits file."""
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
-        raise InputError(f"{path}: not a readable .npy without pickle ({err})") from err
-    if arr.ndim == 3:
-        return arr
+    arr = _load_npy(path)
     if arr.ndim == 4 and arr.shape[1] == 1:  # [n, 1, q, c]: what inference.py writes
-        return arr[:, 0]
-    if arr.ndim == 4 and arr.shape[2] == 1:  # [n, q, 1, c]
-        return arr[:, :, 0]
-    raise InputError(
-        f"{path}: logits shape {arr.shape}; expected [records, queries, classes], "
-        "[records, 1, queries, classes] or [records, queries, 1, classes]"
-    )
+        arr = arr[:, 0]
+    elif arr.ndim == 4 and arr.shape[2] == 1:  # [n, q, 1, c]
+        arr = arr[:, :, 0]
+    elif arr.ndim != 3:
+        raise InputError(
+            f"{path}: logits shape {arr.shape}; expected [records, queries, classes], "
+            "[records, 1, queries, classes] or [records, queries, 1, classes]"
+        )
+    return _as_float(str(path), arr, 3)
 
 
 def import_lira_layout(root: str | os.PathLike, labels: np.ndarray | None = None) -> Observations:
     """Read the LiRA reference layout (Carlini et al. 2022, tensorflow/privacy mi_lira_2021).
 
-    Each ``root/experiment-*`` directory (sorted by name) is one model: its
-    ``keep.npy`` (bool[records]) and the last (by sorted name, i.e. latest epoch) file of
-    ``logits/*.npy``. Labels are given separately (int[records]); if None,
-    ``root/y_train.npy`` is read, as the reference ``score.py`` does.
+    Each ``root/experiment-*`` directory is one model: its ``keep.npy`` (bool[records])
+    and the latest-epoch file of ``logits/<epoch>.npy``. Model ``m`` is the directory
+    with the ``m``-th smallest experiment number: the ``K`` of ``experiment-K_N`` (what
+    the reference ``train.py --expid K --num_experiments N`` writes) or of
+    ``experiment-K``, else the ``expid`` in its ``hparams.json``. A number that appears
+    twice, or a directory without one, is refused. ``metadata["lira_experiments"]``
+    lists the directory names in model order.
+
+    Labels are given separately (int[records]); if None, ``root/y_train.npy`` is read,
+    as the reference ``score.py`` does (and, like it, cut to the number of records).
+    Every file is read without pickle; an unreadable one is an InputError naming it.
     """
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"{root}: not a directory")
-    experiments = sorted(p for p in root.iterdir() if p.is_dir() and _EXPERIMENT.match(p.name))
-    if not experiments:
-        raise InputError(f"{root}: no experiment-* directories")
+    experiments = _lira_experiments(root)
     if labels is None:
-        if not (root / "y_train.npy").exists():
+        labels_path = root / "y_train.npy"
+        if not labels_path.exists():
             raise InputError(f"{root}: labels not given and no y_train.npy")
-        labels = np.load(root / "y_train.npy", allow_pickle=False)
+        raw = _load_npy(labels_path)
+        try:
+            labels = _as_labels(raw)
+        except InputError as err:
+            raise InputError(f"{labels_path}: {err}") from err
     keeps, logits = [], []
+    first_file = None
     for exp in experiments:
-        if not (exp / "keep.npy").exists():
+        keep_path = exp / "keep.npy"
+        if not keep_path.exists():
             raise InputError(f"{exp}: missing keep.npy")
-        keeps.append(_as_keep(f"{exp}/keep.npy", np.load(exp / "keep.npy", allow_pickle=False), 1))
-        files = sorted((exp / "logits").glob("*.npy")) if (exp / "logits").is_dir() else []
-        if not files:
-            raise InputError(f"{exp}: no logits/*.npy")
-        logits.append(_lira_logits(files[-1]))
-    shapes = {a.shape for a in logits}
-    if len(shapes) != 1:
-        raise InputError(f"{root}: logits shapes differ between experiments: {sorted(shapes)}")
+        keep = _as_keep(str(keep_path), _load_npy(keep_path), 1)
+        logits_path = _latest_logits_file(exp)
+        logit = _lira_logits(logits_path)
+        if keep.shape[0] != logit.shape[0]:
+            raise InputError(f"{keep_path}: {keep.shape[0]} records, {logits_path} has {logit.shape[0]}")
+        if logits and logit.shape != logits[0].shape:
+            raise InputError(
+                f"{logits_path}: logits shape {logit.shape} differs from {first_file}'s {logits[0].shape}"
+            )
+        first_file = first_file or logits_path
+        keeps.append(keep)
+        logits.append(logit)
     n = logits[0].shape[0]
-    if any(k.shape[0] != n for k in keeps):
-        raise InputError(f"{root}: keep.npy lengths {[k.shape[0] for k in keeps]} != {n} logits records")
     labels = np.asarray(labels)
     if labels.ndim == 1 and labels.shape[0] > n:  # the reference truncates y_train to COUNT
         labels = labels[:n]
-    return Observations(keep=np.stack(keeps), labels=labels, logits=np.stack(logits))
+    try:
+        return Observations(
+            keep=np.stack(keeps),
+            labels=labels,
+            logits=np.stack(logits),
+            metadata={"lira_experiments": [exp.name for exp in experiments]},
+        )
+    except InputError as err:
+        raise InputError(f"{root}: {err}") from err
+
+
+def check_export_target(root: str | os.PathLike) -> Path:
+    """Refuse (InputError) a ``root`` that :func:`export_lira_layout` cannot write to:
+    an existing file, a non-empty directory, or a missing parent directory."""
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise InputError(f"{root}: exists and is not a directory; expected a new or empty directory")
+    if root.is_dir() and any(root.iterdir()):
+        raise InputError(f"{root}: directory is not empty; expected a new or empty directory")
+    if not root.parent.is_dir():
+        raise InputError(f"{root}: parent directory {str(root.parent)!r} does not exist")
+    return root
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    with open(path, "wb") as handle:
+        np.save(handle, arr)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def export_lira_layout(observations: Observations, root: str | os.PathLike, *, epoch: int = 0) -> None:
-    """Write ``observations`` in the LiRA reference layout under ``root``.
+    """Write ``observations`` in the LiRA reference layout under ``root``, with its names.
 
-    Writes ``root/experiment-XXXX/keep.npy``, ``root/experiment-XXXX/logits/<epoch>.npy``
-    (float[records, 1, queries, classes], as the reference ``inference.py`` does) and
-    ``root/y_train.npy``. Each file is written atomically.
+    ``root`` must not exist or be an empty directory. Writes, for model ``K`` of ``N``:
+    ``experiment-K_N/keep.npy`` (bool[records]), ``experiment-K_N/logits/<epoch>.npy``
+    (``%010d``; float[records, 1, queries, classes], as the reference ``inference.py``
+    writes) and ``experiment-K_N/hparams.json`` (``expid``, ``num_experiments``); and
+    ``root/y_train.npy`` (int[records]), which ``score.py`` and :func:`import_lira_layout`
+    read. Only the logits, keep and labels travel: white-box ``stats``, an explicit
+    ``population`` and the metadata have no place in the layout.
+
+    Everything is written into a temporary directory beside ``root`` that is renamed to
+    ``root`` at the end, so a failure leaves no half layout.
     """
     if observations.logits is None:
-        raise InputError("export_lira_layout: observations hold no logits")
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    with atomic_open(root / "y_train.npy", "wb") as handle:
-        np.save(handle, observations.labels)
-    for m in range(observations.n_models):
-        exp = root / f"experiment-{m:04d}"
-        (exp / "logits").mkdir(parents=True, exist_ok=True)
-        with atomic_open(exp / "keep.npy", "wb") as handle:
-            np.save(handle, observations.keep[m])
-        with atomic_open(exp / "logits" / f"{epoch:010d}.npy", "wb") as handle:
-            np.save(handle, observations.logits[m][:, None, :, :])
+        raise InputError("export_lira_layout: observations hold no logits (the layout stores logits only)")
+    if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
+        raise InputError(f"epoch: {epoch!r}; expected an integer >= 0")
+    root = check_export_target(root)
+    n = observations.n_models
+    tmp = root.parent / f".{root.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    tmp.mkdir()
+    try:
+        _save_npy(tmp / "y_train.npy", observations.labels)
+        for k in range(n):
+            exp = tmp / f"experiment-{k}_{n}"
+            (exp / "logits").mkdir(parents=True)
+            with open(exp / "hparams.json", "w") as handle:
+                json.dump({"expid": k, "num_experiments": n}, handle)
+            _save_npy(exp / "keep.npy", observations.keep[k])
+            _save_npy(exp / "logits" / f"{int(epoch):010d}.npy", observations.logits[k][:, None])
+        try:
+            os.rename(tmp, root)  # replaces an empty directory on POSIX
+        except OSError as err:
+            raise InputError(f"{root}: could not move the layout into place ({_one_line(err)})") from err
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def synthetic_observations(

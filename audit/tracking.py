@@ -14,7 +14,8 @@ What one audit becomes (``log_audit``): one MLflow run, named after ``report["na
   ``<attack>.auc``, ``<attack>.tpr_at_fpr_<target>`` (``lira-online.tpr_at_fpr_0.001``),
   ``train_accuracy``, ``test_accuracy``, ``timings.<key>`` (``timings.train_s``);
 - **tags**: ``dp_audit.verdict``, ``dp_audit.exit_code``, ``dp_audit.claimed_epsilon``,
-  ``dp_audit.epsilon_lower_bound``, ``dp_audit.power``, ``dp_audit.mode``, ``dp_audit.schema``
+  ``dp_audit.epsilon_lower_bound``, ``dp_audit.power``, ``dp_audit.mode``, ``dp_audit.schema``,
+  ``dp_audit.plugin`` and ``dp_audit.plugin_sha256`` (a plugin's path and file hash)
   (absent when the report's value is null) and the verdict message as the run description;
 - **artifacts**: the given paths that exist (files at the artifact root, directories under their
   own name); ``upload_report`` gives those of ``REPORT_ARTIFACTS`` (reports, figures, config) found;
@@ -22,10 +23,16 @@ What one audit becomes (``log_audit``): one MLflow run, named after ``report["na
 
 Where it goes: any tracking URI (``http://127.0.0.1:5000`` for a real ``mlflow server``,
 ``sqlite:///...``, ``file:///...``: MLflow's deprecated file store is allowed when asked for).
-With ``tracking_uri=None`` the **embedded default** is used: a SQLite store ``mlflow.db`` in the
-current working directory (``sqlite:////abs/cwd/mlflow.db``) whose new experiments keep artifacts
-in ``./mlartifacts`` (a ``file://`` artifact location). ``MLFLOW_TRACKING_URI`` is not consulted.
-``mlflow ui --backend-store-uri sqlite:///mlflow.db`` in that directory shows them.
+With ``tracking_uri=None`` MLflow's convention holds: ``MLFLOW_TRACKING_URI`` when it is set,
+else the **embedded default**, a SQLite store ``mlflow.db`` in the current working directory
+(``sqlite:////abs/cwd/mlflow.db``) whose new experiments keep artifacts in ``./mlartifacts`` (a
+``file://`` artifact location). ``mlflow ui --backend-store-uri sqlite:///mlflow.db`` in that
+directory shows them.
+
+One audit is one MLflow run: when ``<run_dir>/mlflow_run.json`` records a run at the same
+tracking URI and that run still exists, ``log_audit`` logs into it again (a resumed audit, a
+second ``dpaudit report --log-to-mlflow``) instead of creating another; params already logged
+keep their first value (MLflow params are immutable).
 
 An unreachable or refusing store never loses the local report: ``log_audit`` then returns
 ``LogResult(ok=False, warning=...)`` within seconds (MLflow's HTTP retries are switched off for the
@@ -41,6 +48,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import time
@@ -77,9 +85,10 @@ _CALL_ENV = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+    "MLFLOW_LOGGING_LEVEL": "WARNING",  # read when mlflow is first imported, inside the call
 }
 
-_PASSING = {"NO VIOLATION DETECTED", "GATE PASSED"}
+_PASSING = {"NO VIOLATION DETECTED", "GATE PASSED"}  # audit.pipeline.verdict.PASSING
 _FAILING = {"VIOLATION", "GATE FAILED"}
 _BAD_KEY_CHARS = re.compile(r"[^A-Za-z0-9_.\- /]")
 _ALIAS = re.compile(r"^[\w\-]{1,255}$")  # mlflow.utils.validation._REGISTERED_MODEL_ALIAS_REGEX
@@ -185,6 +194,11 @@ def metrics_from_report(report: Mapping[str, Any]) -> dict[str, float]:
     return {metric_key(k): v for k, v in ((k, _number(v)) for k, v in raw) if v is not None}
 
 
+def _plugin_values(report: Mapping[str, Any]) -> dict[str, Any]:
+    plugin = report.get("plugin") if isinstance(report.get("plugin"), Mapping) else {}
+    return {"plugin": plugin.get("path"), "plugin_sha256": plugin.get("sha256")}
+
+
 def _tag_value(value: Any) -> str:
     if isinstance(value, str):
         return value
@@ -204,6 +218,7 @@ def tags_from_report(report: Mapping[str, Any]) -> dict[str, str]:
         "power": verdict.get("power"),
         "mode": report.get("mode"),
         "schema": report.get("schema"),
+        **_plugin_values(report),
     }
     tags = {TAG_PREFIX + k: _tag_value(v) for k, v in values.items() if v is not None}
     if verdict.get("message"):
@@ -215,7 +230,10 @@ def tags_from_report(report: Mapping[str, Any]) -> dict[str, str]:
 
 
 def resolve_tracking_uri(tracking_uri: str | None) -> tuple[str, str | None]:
-    """``(tracking URI, artifact location for new experiments or None)``; None = embedded default."""
+    """``(tracking URI, artifact location for new experiments or None)``; None =
+    ``MLFLOW_TRACKING_URI`` when set, else the embedded default."""
+    if tracking_uri is None and os.environ.get("MLFLOW_TRACKING_URI", "").strip():
+        return os.environ["MLFLOW_TRACKING_URI"].strip(), None
     if tracking_uri is None:
         cwd = Path.cwd().resolve()
         return f"sqlite:///{cwd / EMBEDDED_DB}", (cwd / EMBEDDED_ARTIFACTS).as_uri()
@@ -236,9 +254,16 @@ def _call_env(uri: str) -> Iterator[None]:
         values["MLFLOW_ALLOW_FILE_STORE"] = "true"
     saved = {name: os.environ.get(name) for name in values}
     os.environ.update(values)
+    # MLflow's INFO lines (creating tables, migrations) are not what the user asked for.
+    loggers = [logging.getLogger(name) for name in ("mlflow", "alembic")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
     try:
         yield
     finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
@@ -346,10 +371,18 @@ def log_audit(
         try:
             client = _client(uri)
             experiment_id = _experiment_id(client, experiment, artifact_location)
-            run = client.create_run(experiment_id, run_name=str(report.get("name") or "audit"),
-                                    tags=tags_from_report(report))
+            run = _recorded_run(client, run_dir, uri, experiment_id)
+            params = params_from_config(report.get("config"))
+            if run is None:
+                run = client.create_run(experiment_id, run_name=str(report.get("name") or "audit"),
+                                        tags=tags_from_report(report))
+            else:  # the same audit logged again: one audit, one run
+                client.update_run(run.info.run_id, status="RUNNING")
+                for key, value in tags_from_report(report).items():
+                    client.set_tag(run.info.run_id, key, value)
+                params = {k: v for k, v in params.items() if k not in run.data.params}
             run_id = run.info.run_id
-            _log_batch(client, run_id, metrics_from_report(report), params_from_config(report.get("config")))
+            _log_batch(client, run_id, metrics_from_report(report), params)
             for path in files:
                 if path.is_dir():
                     client.log_artifacts(run_id, str(path), artifact_path=path.name)
@@ -394,6 +427,24 @@ def log_audit(
     return result
 
 
+def _recorded_run(client, run_dir: Path, uri: str, experiment_id: str):
+    """The run ``run_dir/mlflow_run.json`` records, if it is at ``uri`` in ``experiment_id``
+    and still exists (not deleted); else None."""
+    try:
+        record = json.loads((run_dir / RUN_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("tracking_uri") != uri or record.get("experiment_id") != experiment_id:
+        return None
+    try:
+        run = client.get_run(str(record.get("run_id")))
+    except Exception as exc:
+        if _is_missing(exc):
+            return None
+        raise
+    return run if run.info.lifecycle_stage == "active" else None
+
+
 def upload_report(
     run_dir: str | os.PathLike,
     *,
@@ -405,7 +456,8 @@ def upload_report(
     """Log a saved ``run_dir/report.json`` like ``log_audit`` (for audits run while the store was down).
 
     ``artifacts=None`` uploads whichever of ``REPORT_ARTIFACTS`` exist in ``run_dir`` (reports,
-    figures, config and utility; not the observations). Each call creates a new run.
+    figures, config and utility; not the observations). A report already logged (its
+    ``mlflow_run.json`` names a live run at the same URI) is logged into that run again.
     """
     path = Path(run_dir) / "report.json"
     if not path.is_file():
@@ -433,13 +485,64 @@ def _gate_decision(report: Any) -> tuple[bool, Mapping[str, Any]]:
         return True, verdict
     if decision in _FAILING and exit_code == 1:
         return False, verdict
+    if decision == "INCONCLUSIVE" and exit_code in (0, 1):  # 0 only with gate.on_inconclusive = "pass"
+        return exit_code == 0, verdict
     if decision == "REPORTED":
-        raise InputError("verdict 'REPORTED' checks no privacy claim; a gate needs a claimed epsilon")
+        raise InputError("verdict 'REPORTED' tested nothing: a gate needs a claimed epsilon (a DP audit) "
+                         "or a risk threshold ([gate] max_tpr) for a non-DP audit")
     raise InputError(f"verdict decision {decision!r} with exit code {exit_code!r} is not a pass (0) or a failure (1)")
 
 
 def _is_missing(exc: Exception) -> bool:
     return getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"
+
+
+def _check_gate_args(model_name: Any, version: Any, alias: Any) -> None:
+    if not isinstance(model_name, str) or not model_name:
+        raise InputError(f"model name must be a non-empty string, got {model_name!r}")
+    if not isinstance(alias, str) or not _ALIAS.match(alias) or _RESERVED_ALIAS.match(alias):
+        raise InputError(f"alias {alias!r} is not a valid MLflow alias (letters, digits, _ and -; not 'latest' or 'v<n>')")
+    if version is not None and not re.fullmatch(r"[1-9]\d*", str(version)):
+        raise InputError(f"model version must be a positive integer, got {version!r}")
+
+
+def _find_version(client, uri: str, model_name: str, version: str | int | None):
+    """``(registered model, version string)``; InputError when either is missing."""
+    try:
+        model = client.get_registered_model(model_name)
+    except Exception as exc:
+        if _is_missing(exc):
+            raise InputError(f"registered model {model_name!r} not found at {uri}") from None
+        raise
+    if version is None:
+        # The newest version of each stage; their maximum is the newest version overall.
+        if not model.latest_versions:
+            raise InputError(f"registered model {model_name!r} has no versions")
+        return model, str(max(int(v.version) for v in model.latest_versions))
+    version = str(version)
+    try:
+        client.get_model_version(model_name, version)
+    except Exception as exc:
+        if _is_missing(exc):
+            raise InputError(f"model {model_name!r} has no version {version}") from None
+        raise
+    return model, version
+
+
+def check_gate_target(*, tracking_uri: str | None, model_name: str, version: str | int | None = None,
+                      alias: str = DEFAULT_ALIAS) -> str:
+    """Check, before an audit starts, that ``gate_model`` will find the model version: the
+    version string it will gate. InputError for a bad argument or a missing model/version,
+    ``TrackingError`` when the store cannot be reached."""
+    _check_gate_args(model_name, version, alias)
+    uri, _ = resolve_tracking_uri(tracking_uri)
+    with _call_env(uri):
+        try:
+            return _find_version(_client(uri), uri, model_name, version)[1]
+        except InputError:
+            raise
+        except Exception as exc:
+            raise TrackingError(f"checking {model_name!r} at {uri} failed: {_one_line(exc)}") from None
 
 
 def gate_model(
@@ -454,21 +557,18 @@ def gate_model(
     """Record an audit verdict on a registered model version and move ``alias`` accordingly.
 
     Sets the version tags ``dp_audit.verdict``, ``dp_audit.epsilon_lower_bound``,
-    ``dp_audit.claimed_epsilon``, ``dp_audit.power``, ``dp_audit.run_id`` (``"null"`` where the value
-    is missing, so a re-gate never leaves a stale value). A pass (``NO VIOLATION DETECTED`` /
-    ``GATE PASSED``, exit code 0) points ``alias`` at this version. A failure removes ``alias`` only
-    if it points at this version: another version that passed its own audit keeps it.
+    ``dp_audit.claimed_epsilon``, ``dp_audit.power``, ``dp_audit.run_id``, ``dp_audit.plugin`` and
+    ``dp_audit.plugin_sha256`` (``"null"`` where the value is missing, so a re-gate never leaves a
+    stale value). A pass (``NO VIOLATION DETECTED`` / ``GATE PASSED``, exit code 0; an
+    ``INCONCLUSIVE`` verdict only with exit code 0, i.e. ``gate.on_inconclusive = "pass"``) points
+    ``alias`` at this version. A failure removes ``alias`` only if it points at this version:
+    another version that passed its own audit keeps it.
 
     ``version=None`` gates the latest version. A missing model or version, a bad alias or a report
     without a pass/fail verdict raise ``InputError``; a store that fails raises ``TrackingError``.
     """
     passed, verdict = _gate_decision(report)
-    if not isinstance(model_name, str) or not model_name:
-        raise InputError(f"model name must be a non-empty string, got {model_name!r}")
-    if not isinstance(alias, str) or not _ALIAS.match(alias) or _RESERVED_ALIAS.match(alias):
-        raise InputError(f"alias {alias!r} is not a valid MLflow alias (letters, digits, _ and -; not 'latest' or 'v<n>')")
-    if version is not None and not re.fullmatch(r"[1-9]\d*", str(version)):
-        raise InputError(f"model version must be a positive integer, got {version!r}")
+    _check_gate_args(model_name, version, alias)
     uri, _ = resolve_tracking_uri(tracking_uri)
     claimed = (report.get("claimed") or {}).get("epsilon", verdict.get("claimed_epsilon"))
     tags = {TAG_PREFIX + k: ("null" if v is None else _tag_value(v)) for k, v in {
@@ -477,30 +577,13 @@ def gate_model(
         "claimed_epsilon": claimed,
         "power": verdict.get("power"),
         "run_id": run_id,
+        **_plugin_values(report),
     }.items()}
 
     with _call_env(uri):
         try:
             client = _client(uri)
-            try:
-                model = client.get_registered_model(model_name)
-            except Exception as exc:
-                if _is_missing(exc):
-                    raise InputError(f"registered model {model_name!r} not found at {uri}") from None
-                raise
-            if version is None:
-                # The newest version of each stage; their maximum is the newest version overall.
-                if not model.latest_versions:
-                    raise InputError(f"registered model {model_name!r} has no versions")
-                version = str(max(int(v.version) for v in model.latest_versions))
-            else:
-                version = str(version)
-                try:
-                    client.get_model_version(model_name, version)
-                except Exception as exc:
-                    if _is_missing(exc):
-                        raise InputError(f"model {model_name!r} has no version {version}") from None
-                    raise
+            model, version = _find_version(client, uri, model_name, version)
             for key, value in tags.items():
                 client.set_model_version_tag(model_name, version, key, value)
             alias_set = alias_removed = False

@@ -54,4 +54,6 @@ def test_blackbox_quick_reports_every_kind(tmp_path):
     text = (tmp_path / "blackbox_canaries.md").read_text()
     for kind in blackbox_canaries.KINDS:
         assert text.count(f"| {kind} |") == 2  # plain and DP-SGD
-    assert "NO VIOLATION DETECTED" in text
+    # the quick DP-SGD audits are small: a verdict, never a violation of the accountant's claim
+    assert "NO VIOLATION DETECTED" in text or "INCONCLUSIVE" in text
+    assert "| VIOLATION |" not in text

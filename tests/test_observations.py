@@ -204,7 +204,7 @@ def test_lira_reference_layout_import(tmp_path, layout):
 def test_lira_reference_layout_round_trip(tmp_path):
     obs = _tiny()
     export_lira_layout(obs, tmp_path / "lira", epoch=100)
-    written = np.load(tmp_path / "lira" / "experiment-0001" / "logits" / "0000000100.npy")
+    written = np.load(tmp_path / "lira" / "experiment-1_3" / "logits" / "0000000100.npy")
     assert written.shape == (4, 1, 2, 3)  # [records, 1, queries, classes] as inference.py writes
     _same(obs, import_lira_layout(tmp_path / "lira"))  # labels from y_train.npy
     _same(obs, import_lira_layout(tmp_path / "lira", labels=obs.labels))

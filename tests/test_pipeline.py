@@ -350,7 +350,7 @@ def test_fast_trainer_dp_audit_claims_the_accountants_epsilon(tmp_path):
     m0 = report["utility"]["models"][0]
     expected = claimed_epsilon(noise_multiplier=1.0, sample_rate=64 / m0["n_train"], steps=m0["steps"], delta=1e-5).value
     assert report["mode"] == "dp" and report["claimed"]["epsilon"] == pytest.approx(expected)
-    assert report["verdict"]["decision"] in ("VIOLATION", "NO VIOLATION DETECTED")
+    assert report["verdict"]["decision"] in ("VIOLATION", "NO VIOLATION DETECTED", "INCONCLUSIVE")
     assert report["verdict"]["epsilon_lower_bound"] <= report["verdict"]["power"]
 
 

@@ -115,7 +115,8 @@ def test_gate_pass_then_violation(server, tmp_path):
     assert mlflow.get_registered_model("classifier").aliases == {"dp-audited": "1"}
     assert mlflow.get_model_version("classifier", "1").tags == {
         "dp_audit.verdict": "NO VIOLATION DETECTED", "dp_audit.epsilon_lower_bound": "0.12",
-        "dp_audit.claimed_epsilon": "2.31", "dp_audit.power": "4.2", "dp_audit.run_id": logged.run_id}
+        "dp_audit.claimed_epsilon": "2.31", "dp_audit.power": "4.2", "dp_audit.run_id": logged.run_id,
+        "dp_audit.plugin": "null", "dp_audit.plugin_sha256": "null"}  # no plugin: no stale plugin tags either
 
     # A violation on the latest version (2) leaves version 1's alias alone.
     failed = gate_model(violating(make_report()), tracking_uri=server, model_name="classifier")

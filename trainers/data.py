@@ -242,6 +242,14 @@ def _read_columns(path: Path, names: list[str] | None) -> dict[str, np.ndarray]:
             raise InputError(f"{path}: unsupported extension {suffix!r}; expected .csv, .parquet or .npz")
     except pd.errors.EmptyDataError as exc:
         raise InputError(f"{path}: file is empty; expected a header and rows") from exc
+    except InputError:
+        raise
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:  # ragged rows, binary bytes
+        kind = "CSV" if suffix == ".csv" else "Parquet"
+        raise InputError(f"{path}: not a readable {kind} table ({' '.join(str(exc).split())[:200]})") from None
+    except (OSError, ValueError, ImportError) as exc:  # pyarrow: not a Parquet file (ArrowInvalid is a ValueError)
+        kind = "CSV" if suffix == ".csv" else "Parquet"
+        raise InputError(f"{path}: not a readable {kind} table ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
     names = [str(c) for c in frame.columns] if names is None else names
     missing = [c for c in names if c not in frame.columns]
     if missing:

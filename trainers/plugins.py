@@ -30,11 +30,18 @@ a path to a ``.py`` file, e.g. ``./my_plugins.py:train``; a file is imported as 
 
 Every failure (malformed path, missing module or attribute, wrong type or signature, bad
 claim) raises :class:`audit.errors.InputError` naming the path and what was expected.
+
+A plugin path is code: loading it imports and runs the module, with this process's rights.
+A config that names a plugin must be reviewed like the code it runs. The audit records the
+plugin's path, its module file and the file's SHA-256 (:func:`plugin_source`) in the report
+and the MLflow tags, so a gate decision can be traced to the exact file it audited (the
+hash covers that one file, not the modules it imports).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -107,6 +114,26 @@ def _load(path: str) -> tuple[ModuleType, Any]:
             raise InputError(f"plugin {path!r}: {obj.__name__ if hasattr(obj, '__name__') else obj!r} has no attribute {part!r}")
         obj = getattr(obj, part)
     return module, obj
+
+
+def plugin_source(path: str) -> dict[str, Any]:
+    """``{"path", "module", "file", "sha256"}`` of the plugin ``path`` (importing it): what the
+    audit records so that a verdict names the exact file it audited. ``file`` and ``sha256``
+    are None for a module without a source file."""
+    module, _ = _load(path)
+    file = getattr(module, "__file__", None)
+    digest = None
+    if file and Path(file).is_file():
+        digest = hashlib.sha256(Path(file).read_bytes()).hexdigest()
+    return {"path": path, "module": module.__name__, "file": str(Path(file).resolve()) if file else None,
+            "sha256": digest}
+
+
+def declared_claim(path: str) -> tuple[Any, Any]:
+    """The module constants ``(CLAIMED_EPSILON, CLAIMED_DELTA)`` of the plugin ``path``
+    (None where absent), unchecked; :func:`load_blackbox_plugin` checks them."""
+    module, _ = _load(path)
+    return getattr(module, "CLAIMED_EPSILON", None), getattr(module, "CLAIMED_DELTA", None)
 
 
 def load_optimizer_plugin(path: str, **extra_kwargs: Any) -> type[DPOptimizer]:

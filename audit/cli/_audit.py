@@ -49,15 +49,42 @@ def log_to_mlflow(report: dict, run_dir: Path, files: list[Path]):
     return result
 
 
+def _gate_line(result) -> str:
+    alias = (f"alias {result.alias!r} now points at it" if result.alias_set
+             else f"alias {result.alias!r} removed from it" if result.alias_removed
+             else f"alias {result.alias!r} not set")
+    return (f"gate: {result.model_name} version {result.version}: {'passed' if result.passed else 'failed'} "
+            f"({result.decision}); {alias}; dp_audit.* tags set at {result.tracking_uri}")
+
+
+def _check_gate(config) -> None:
+    """Before any work: a gate needs something to test, and a model version to tag."""
+    from audit.tracking import TrackingError, check_gate_target
+
+    g = config.gate
+    if config.mode == "non-dp" and g.max_tpr is None:
+        raise InputError("gate: a non-DP audit tests no privacy claim; set [gate] max_tpr (the highest TPR of "
+                         "gate.attack allowed at gate.at_fpr) or audit a DP-SGD trainer / a plugin's claim")
+    try:
+        check_gate_target(tracking_uri=config.mlflow.tracking_uri or None, model_name=g.model_name,
+                          version=g.version or None, alias=g.alias)
+    except TrackingError as err:
+        raise RuntimeFailure(str(err)) from None
+
+
 def execute(config_path: str, overrides, *, resume: bool, progress: bool, gate_model: str | None = None) -> int:
     from audit.config import load_config
-    from audit.pipeline import run_audit
+    from audit.pipeline import preflight, run_audit
 
     config = load_config(config_path, overrides)
     if gate_model:
         config = config.model_copy(update={"gate": config.gate.model_copy(update={"model_name": gate_model})})
     try:
-        report = run_audit(config, resume=resume, progress=progress)
+        checked = preflight.check(config)  # bad input: exit 2 before any work, nothing written
+        config = checked.config
+        if config.gate.model_name:
+            _check_gate(config)
+        report = run_audit(config, resume=resume, progress=progress, checked=checked)
     except (InputError, click.ClickException):
         raise
     except Exception as err:  # plugin code, numerical failure: not bad input (Ctrl-C is no Exception)
@@ -66,6 +93,9 @@ def execute(config_path: str, overrides, *, resume: bool, progress: bool, gate_m
     files = render(report, run_dir)
     logged = log_to_mlflow(report, run_dir, files)
     exit_code = report["verdict"]["exit_code"]
+    v = report["verdict"]
+    click.echo(f"{report['name']}: {v['decision']}")
+    click.echo(v["message"])
     if config.gate.model_name:
         from audit.tracking import gate_model as gate
 
@@ -82,9 +112,6 @@ def execute(config_path: str, overrides, *, resume: bool, progress: bool, gate_m
             raise
         except Exception as err:
             raise RuntimeFailure(f"gate failed: {type(err).__name__}: {err}") from err
-        click.echo(f"gate: {result}")
-    v = report["verdict"]
-    click.echo(f"{report['name']}: {v['decision']}")
-    click.echo(v["message"])
+        click.echo(_gate_line(result))
     click.echo(f"report: {run_dir / 'report.json'}")
     return exit_code

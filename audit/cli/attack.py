@@ -52,13 +52,15 @@ def command(method: str, observations_path: str, target: int, out: str, params: 
 
     from audit.atomic import atomic_open
     from audit.attacks import get_attack
-    from audit.observations import load_observations
+    from audit.cli._observations import layout_names, load
 
     attack = get_attack(method, **parse_params(params))  # unknown method: fail before loading
     out_path = Path(out)
+    if out_path.is_dir():
+        raise InputError(f"--out: {out!r} is a directory; expected the path of a .npy file")
     if not out_path.parent.is_dir():
         raise InputError(f"--out: directory {str(out_path.parent)!r} does not exist")
-    observations = load_observations(observations_path)
+    observations = load(observations_path)
     scores = np.asarray(attack.score(observations, target), dtype=np.float64)
     with atomic_open(out_path, "wb") as handle:
         np.save(handle, scores)
@@ -66,4 +68,7 @@ def command(method: str, observations_path: str, target: int, out: str, params: 
     note = f" ({n_nan} NaN: population records the method cannot score)" if n_nan else ""
     click.echo(f"{method}: wrote {scores.size} scores for target {target} of {observations.n_models} "
                f"models to {out_path}{note}")
+    names = layout_names(observations)
+    if names is not None:
+        click.echo(f"target {target} = {names[target]} (LiRA layout {observations_path})")
     return 0

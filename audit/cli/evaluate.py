@@ -7,6 +7,7 @@ or, with ``--json``, exactly one JSON object keyed by method.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -63,8 +64,8 @@ def command(observations_path: str, methods: str | None, confidence: float, as_j
             plot: str | None) -> int:
     """Evaluate attacks leave-one-out: each model is the target, the others its shadows."""
     from audit.attacks import available_attacks
+    from audit.cli._observations import describe_layout, layout_names, load
     from audit.evaluation import evaluate_attack, plot_roc
-    from audit.observations import load_observations
 
     explicit = methods is not None
     if explicit:
@@ -76,7 +77,13 @@ def command(observations_path: str, methods: str | None, confidence: float, as_j
                              f"expected names from {', '.join(known)}")
     if not 0.0 < confidence < 1.0:
         raise InputError(f"--confidence: expected a value in (0, 1), got {confidence}")
-    observations = load_observations(observations_path)
+    if plot:
+        plot_path = Path(plot)
+        if plot_path.is_dir():
+            raise InputError(f"--plot: {plot!r} is a directory; expected the path of a PNG file")
+        if not plot_path.parent.is_dir():
+            raise InputError(f"--plot: directory {str(plot_path.parent)!r} does not exist")
+    observations = load(observations_path)
     if not explicit:
         names = _default_methods(observations)
 
@@ -98,4 +105,7 @@ def command(observations_path: str, methods: str | None, confidence: float, as_j
         click.echo(json.dumps(payload))
     else:
         click.echo(_table(results, skipped, observations.n_models))
+        names = layout_names(observations)
+        if names is not None:
+            click.echo(f"each model in turn is the target; LiRA layout {observations_path}: {describe_layout(names)}")
     return 0

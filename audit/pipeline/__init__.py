@@ -1,9 +1,12 @@
 """The audit pipeline: one validated config -> train -> observe -> attack -> bound -> verdict.
 
-``run_audit(config, resume=...)`` runs every stage, writes ``report.json`` atomically in
-the run directory, renders the human report, logs to MLflow (a tracking failure is a
-warning, never a lost report) and, with ``[gate] model_name``, tags the registry. The
-``dpaudit run`` and ``dpaudit gate`` commands are thin wrappers around it.
+``run_audit(config, resume=...)`` first checks every input that can be checked without
+work (``audit.pipeline.preflight``: plugins and their claims, data, memory, accounting),
+then creates the run directory, runs every stage and writes ``report.json`` atomically in
+it. Bad input found later (a plugin returning malformed outputs) removes a run directory
+that this call created, so the corrected rerun starts clean. The ``dpaudit run`` and
+``dpaudit gate`` commands wrap it: they render the human report, log to MLflow (a tracking
+failure is a warning, never a lost report) and, with ``[gate] model_name``, tag the registry.
 
 Black-box audits (``audit.canary_kind`` natural, mislabeled, clipbkd, ood) train K models;
 model 0 includes each canary independently with probability 1/2 and is the target of
@@ -20,14 +23,17 @@ A white-box audit is a single training run and always runs in this process.
 from __future__ import annotations
 
 import datetime
+import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import audit
 from audit.config import AuditConfig
-from audit.pipeline import analysis, data, rundir, training, verdict
+from audit.errors import InputError
+from audit.pipeline import analysis, data, preflight, rundir, training, verdict
 
 SCHEMA = "dpaudit.report/1"
 
@@ -36,7 +42,8 @@ def _claim(config: AuditConfig, utility: dict[int, dict]) -> dict[str, Any]:
     if config.mode == "non-dp":
         return {"epsilon": None, "delta": None, "source": "non-private training"}
     if config.trainer.kind == "blackbox-plugin":
-        return {"epsilon": config.dp.claimed_epsilon, "delta": config.dp.delta, "source": "stated by the plugin"}
+        return {"epsilon": config.dp.claimed_epsilon, "delta": config.dp.delta,
+                "source": f"stated for the black-box plugin {config.trainer.plugin!r} (its constants or dp.claimed_epsilon)"}
     eps = float(utility[0]["epsilon"])  # "inf" in JSON for an unbounded claim
     source = f"opacus-{config.dp.accountant} accountant"
     if config.trainer.kind == "fast":
@@ -58,13 +65,30 @@ def _utility_summary(utility: dict[int, dict]) -> dict[str, Any]:
     }
 
 
-def run_audit(config: AuditConfig, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Run the audit described by ``config``; return the report (also written to disk)."""
+def run_audit(config: AuditConfig, *, resume: bool = False, progress: bool = True,
+              checked: preflight.Checked | None = None) -> dict[str, Any]:
+    """Run the audit described by ``config``; return the report (also written to disk).
+
+    ``checked``: the result of ``preflight.check(config)`` when the caller ran it already.
+    """
     timings: dict[str, float] = {}
-    run_dir = rundir.prepare(config, resume=resume)
     t0 = time.perf_counter()
-    audit_data = data.build(config)
+    checked = checked if checked is not None else preflight.check(config)
+    config = checked.config
     timings["data_s"] = time.perf_counter() - t0
+    created = not Path(config.output_dir).exists()  # only a directory this call made is removed
+    run_dir = rundir.prepare(config, resume=resume, plugin=checked.plugin)
+    try:
+        return _run(config, checked, run_dir, timings, progress=progress)
+    except InputError:
+        if created:  # bad input found late: leave nothing behind that blocks the corrected rerun
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def _run(config: AuditConfig, checked: preflight.Checked, run_dir, timings: dict[str, float], *,
+         progress: bool) -> dict[str, Any]:
+    audit_data = checked.data
 
     t0 = time.perf_counter()
     if config.audit.canary_kind == "gradient":
@@ -90,11 +114,13 @@ def run_audit(config: AuditConfig, *, resume: bool = False, progress: bool = Tru
     claimed = _claim(config, utility)
     delta = claimed["delta"] if claimed["delta"] is not None else config.dp.delta
     bounds, estimates = analysis.bounds_and_estimates(config, scores, members, delta)
+    g = config.gate
     if config.mode == "dp":
-        decision = verdict.dp_verdict(bounds, claimed["epsilon"], config.confidence)
+        decision = verdict.dp_verdict(bounds, claimed["epsilon"], config.confidence, on_inconclusive=g.on_inconclusive)
     else:
-        g = config.gate
-        decision = verdict.risk_verdict(attacks, attack=g.attack, at_fpr=g.at_fpr, max_tpr=g.max_tpr)
+        decision = verdict.risk_verdict(attacks, bounds, attack=g.attack, at_fpr=g.at_fpr, max_tpr=g.max_tpr,
+                                        decide_on=g.decide_on, on_inconclusive=g.on_inconclusive,
+                                        fprs=config.audit.fprs)
     timings["stats_s"] = time.perf_counter() - t0
 
     report = {
@@ -106,6 +132,7 @@ def run_audit(config: AuditConfig, *, resume: bool = False, progress: bool = Tru
         "config": config.model_dump(mode="json"),
         "mode": config.mode,
         "claimed": claimed,
+        "plugin": checked.plugin,
         "utility": _utility_summary(utility),
         "attacks": attacks,
         "bounds": bounds,

@@ -27,11 +27,17 @@ def write_json(path: Path, payload: Any) -> None:
         handle.write("\n")
 
 
-def prepare(config: AuditConfig, *, resume: bool) -> Path:
-    """Create (or, with ``resume``, reopen) the run directory; refuse to mix two configs."""
+def prepare(config: AuditConfig, *, resume: bool, plugin: dict[str, Any] | None = None) -> Path:
+    """Create (or, with ``resume``, reopen) the run directory; refuse to mix two configs.
+
+    ``plugin``: the plugin's provenance (path, file, SHA-256), saved with the config under
+    ``"plugin"``, so that a resume with a changed plugin file is refused like a changed config.
+    """
     run_dir = Path(config.output_dir)
     saved = run_dir / "config.json"
     current = config.model_dump(mode="json")
+    if plugin is not None:  # where the file lies may change; what it holds may not
+        current["plugin"] = {"path": plugin["path"], "sha256": plugin["sha256"]}
     # What may change on resume without changing the audit: where results are logged and
     # where models are trained (any executor gives the same observations).
     volatile = ("mlflow", "gate", "executor")
@@ -41,7 +47,8 @@ def prepare(config: AuditConfig, *, resume: bool) -> Path:
         before = json.loads(saved.read_text())
         differs = sorted(k for k in current if k not in volatile and before.get(k) != current.get(k))
         if differs:
-            raise InputError(f"--resume: the config differs from the saved one in {', '.join(differs)}")
+            what = ", ".join("plugin (its file changed)" if k == "plugin" else k for k in differs)
+            raise InputError(f"--resume: the config differs from the saved one in {what}")
         return run_dir
     try:
         run_dir.mkdir(parents=True, exist_ok=True)

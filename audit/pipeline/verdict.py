@@ -1,23 +1,57 @@
 """From bounds to a verdict (ARCHITECTURE.md, "Contracts worth keeping stable").
 
-``VIOLATION`` when the best guaranteed epsilon lower bound exceeds the claimed epsilon
-at the configured confidence; otherwise ``NO VIOLATION DETECTED`` with the audit's power
-(the largest epsilon the design could have shown). A pass never says the model is
-private. Estimates never decide. Non-DP audits may gate on a risk threshold (TPR at a
-fixed FPR of one attack); without one they are ``REPORTED``.
+DP audits:
+
+- ``VIOLATION`` when the best guaranteed epsilon lower bound exceeds the claimed epsilon
+  at the configured confidence (exit 1);
+- ``INCONCLUSIVE`` when the audit could not have seen a violation: nothing was measured,
+  the claim is infinite, or the audit's power (the largest epsilon its design could have
+  shown, every guess right) does not exceed the claim. It fails (exit 1) unless the
+  config says ``gate.on_inconclusive = "pass"``: a gate must never pass an audit that was
+  blind to the claim it tests;
+- otherwise ``NO VIOLATION DETECTED`` with the power (exit 0). A pass never says the
+  model is private. Estimates never decide.
+
+Non-DP audits may gate on a risk threshold (TPR at a fixed FPR of one attack, decided
+from the chosen end of its Clopper-Pearson interval, the upper end by default); without
+one they are ``REPORTED`` (exit 0), with their numbers.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 EXIT_PASS, EXIT_FAIL = 0, 1
+# The decisions a registry gate may act on, and whether each passes.
+PASSING = frozenset({"NO VIOLATION DETECTED", "GATE PASSED"})
+FAILING = frozenset({"VIOLATION", "GATE FAILED"})
+INCONCLUSIVE = "INCONCLUSIVE"
 
 
-def dp_verdict(bounds: list[dict], claimed: float, confidence: float) -> dict[str, Any]:
+def _best(bounds: list[dict]) -> tuple[dict | None, float, float]:
     best = max(bounds, key=lambda b: b["epsilon_lower_bound"], default=None)
-    lb = best["epsilon_lower_bound"] if best else 0.0
-    power = max((b["details"].get("power", 0.0) or 0.0 for b in bounds), default=0.0)
+    lb = float(best["epsilon_lower_bound"]) if best else 0.0
+    power = max((float(b["details"].get("power", 0.0) or 0.0) for b in bounds), default=0.0)
+    return best, lb, power
+
+
+def _inconclusive_code(on_inconclusive: str) -> int:
+    if on_inconclusive not in ("fail", "pass"):
+        raise ValueError(f"on_inconclusive={on_inconclusive!r}; expected 'fail' or 'pass'")
+    return EXIT_PASS if on_inconclusive == "pass" else EXIT_FAIL
+
+
+def _inconclusive_tail(code: int) -> str:
+    return (" Treated as a pass because gate.on_inconclusive = 'pass'." if code == EXIT_PASS
+            else " Treated as a failure (set gate.on_inconclusive = 'pass' to accept it).")
+
+
+def dp_verdict(bounds: list[dict], claimed: float, confidence: float, *, on_inconclusive: str = "fail") -> dict[str, Any]:
+    """The verdict of a DP audit: ``bounds`` are guaranteed bound rows (``epsilon_lower_bound``,
+    ``details.power``, ``name``), ``claimed`` the claimed epsilon (may be ``inf``)."""
+    best, lb, power = _best(bounds)
+    claimed = float(claimed)
     pct = f"{confidence:.0%}"
     if lb > claimed:
         decision, code = "VIOLATION", EXIT_FAIL
@@ -25,13 +59,24 @@ def dp_verdict(bounds: list[dict], claimed: float, confidence: float) -> dict[st
             f"Violation: the epsilon lower bound {lb:.3f} ({best['name']}) exceeds the claimed epsilon "
             f"{claimed:.3f} at {pct} confidence. The implementation leaks more than it claims."
         )
+    elif not bounds or math.isinf(claimed) or power <= claimed:
+        decision, code = INCONCLUSIVE, _inconclusive_code(on_inconclusive)
+        if not bounds:
+            why = "no guaranteed bound was computed, so nothing was measured"
+        elif math.isinf(claimed):
+            why = "the claimed epsilon is infinite, so no observation can contradict it"
+        else:
+            why = (f"this audit could have shown at most epsilon {power:.3f} (every guess right), which does not "
+                   f"exceed the claimed {claimed:.3f}, so it could not have detected a violation")
+        message = (f"Inconclusive: {why}. The epsilon lower bound is {lb:.3f} ({pct} confidence). "
+                   "Raise the power (more canaries, a stronger statistic) to test this claim."
+                   + _inconclusive_tail(code))
     else:
         decision, code = "NO VIOLATION DETECTED", EXIT_PASS
         message = (
             f"No violation detected: the epsilon lower bound {lb:.3f} does not exceed the claimed epsilon "
-            f"{claimed:.3f} ({pct} confidence). This audit could have shown at most {power:.3f}"
-            + (" (below the claim, so it could not have caught a violation of it)" if power <= claimed else "")
-            + ". A pass does not show that the model is private."
+            f"{claimed:.3f} ({pct} confidence). This audit could have shown at most {power:.3f}. "
+            "A pass does not show that the model is private."
         )
     return {
         "decision": decision,
@@ -45,25 +90,64 @@ def dp_verdict(bounds: list[dict], claimed: float, confidence: float) -> dict[st
     }
 
 
-def risk_verdict(attacks: dict, *, attack: str, at_fpr: float, max_tpr: float | None) -> dict[str, Any]:
+_ENDS = {"upper": "upper end of its", "lower": "lower end of its", "point": "point estimate, not its"}
+
+
+def _figures(attacks: dict, bounds: list[dict], fprs: list[float]) -> str:
+    """One sentence of the numbers a non-DP audit measured: best bound, then per attack AUC and TPRs."""
+    _, lb, _ = _best(bounds)
+    parts = [f"epsilon lower bound {lb:.3f}"]
+    for name, row in attacks.items():
+        tprs = ", ".join(f"{r['tpr']:.2%} at {r['target_fpr']:g}" for r in row.get("tpr_at_fpr", [])
+                         if any(math.isclose(r["target_fpr"], f) for f in fprs))
+        parts.append(f"{name}: AUC {row['auc']:.3f}" + (f", TPR {tprs} FPR" if tprs else ""))
+    return "; ".join(parts)
+
+
+def risk_verdict(attacks: dict, bounds: list[dict], *, attack: str, at_fpr: float, max_tpr: float | None,
+                 decide_on: str = "upper", on_inconclusive: str = "fail",
+                 fprs: list[float] | None = None) -> dict[str, Any]:
+    """The verdict of a non-DP audit: ``REPORTED`` without ``max_tpr``, else the risk gate on
+    ``attack``'s TPR at ``at_fpr`` against ``max_tpr``, decided on the ``decide_on`` end
+    ("upper", "lower" or "point") of its Clopper-Pearson interval. ``INCONCLUSIVE`` when
+    the non-members are too few to measure an FPR of ``at_fpr`` at all (fewer than 1/at_fpr)."""
+    best, lb, power = _best(bounds)
+    common = {"epsilon_lower_bound": lb, "power": power, "best_bound": best["name"] if best else None,
+              "claimed_epsilon": None}
+    shown = fprs if fprs is not None else [at_fpr]
     if max_tpr is None:
         return {
+            **common,
             "decision": "REPORTED",
             "exit_code": EXIT_PASS,
-            "message": "Non-DP audit: attack figures reported; no risk threshold configured ([gate] max_tpr).",
+            "message": f"Non-DP audit, no privacy claim to test: {_figures(attacks, bounds, shown)}. "
+                       "No risk threshold configured ([gate] max_tpr), so nothing was gated.",
         }
+    if decide_on not in _ENDS:
+        raise ValueError(f"decide_on={decide_on!r}; expected one of {', '.join(_ENDS)}")
     if attack not in attacks or "tpr_at_fpr" not in attacks[attack]:
         raise ValueError(f"gate.attack={attack!r} was not run; expected one of {sorted(attacks)}")
-    rows = {round(r["target_fpr"], 12): r for r in attacks[attack]["tpr_at_fpr"]}
-    row = rows.get(round(at_fpr, 12))
+    row = next((r for r in attacks[attack]["tpr_at_fpr"] if math.isclose(r["target_fpr"], at_fpr, rel_tol=1e-9)), None)
     if row is None:
         raise ValueError(f"gate.at_fpr={at_fpr} is not among audit.fprs")
-    tpr = row["tpr"]
-    ok = tpr <= max_tpr
+    tpr, (lo, hi) = row["tpr"], row["tpr_interval"]
+    risk = {"attack": attack, "at_fpr": at_fpr, "tpr": tpr, "tpr_interval": [lo, hi], "max_tpr": max_tpr,
+            "decide_on": decide_on, "n_nonmembers": row["n_nonmembers"]}
+    if row["n_nonmembers"] * at_fpr < 1:
+        code = _inconclusive_code(on_inconclusive)
+        return {**common, "decision": INCONCLUSIVE, "exit_code": code, "risk": risk,
+                "message": f"Inconclusive: {row['n_nonmembers']} non-member scores cannot measure an FPR of {at_fpr:g} "
+                           f"(at least {math.ceil(1 / at_fpr)} are needed), so the risk gate on {attack} could not "
+                           f"have seen a TPR above {max_tpr:.4f}." + _inconclusive_tail(code)}
+    value = {"upper": hi, "lower": lo, "point": tpr}[decide_on]
+    ok = value <= max_tpr
+    interval = f"{tpr:.4f} [{lo:.4f}, {hi:.4f}] ({row['confidence']:.0%} Clopper-Pearson)"
     return {
+        **common,
         "decision": "GATE PASSED" if ok else "GATE FAILED",
         "exit_code": EXIT_PASS if ok else EXIT_FAIL,
-        "risk": {"attack": attack, "at_fpr": at_fpr, "tpr": tpr, "max_tpr": max_tpr},
-        "message": f"{attack} TPR at {at_fpr:g} FPR is {tpr:.4f}; the gate allows at most {max_tpr:.4f}: "
-        + ("passed." if ok else "failed."),
+        "risk": risk,
+        "message": f"{attack} TPR at {at_fpr:g} FPR is {interval}; the gate compares the {_ENDS[decide_on]} interval, "
+                   f"{value:.4f}, with the limit {max_tpr:.4f}: " + ("passed." if ok else "failed.")
+                   + f" Also measured: {_figures(attacks, bounds, shown)}.",
     }

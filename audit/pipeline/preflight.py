@@ -1,0 +1,156 @@
+"""Everything that can be checked before any work starts (no run directory, no training).
+
+``check(config)`` loads the plugins (resolving a black-box plugin's own claim), loads and
+splits the data, checks that the observations fit in this machine's memory and that the
+accountant can account for the configured DP-SGD, and returns what the run needs. Any
+problem raises ``InputError`` naming the value, so a bad input exits 2 and leaves nothing
+behind.
+
+The claim of a black-box plugin: the config's ``dp.claimed_epsilon`` / ``dp.delta`` where
+given, else the module's ``CLAIMED_EPSILON`` / ``CLAIMED_DELTA``; where both are given they
+must agree (a config must not silently audit a weaker claim than the plugin states). A
+claim of ``inf`` is a non-private trainer (a non-DP audit). A plugin claiming delta = 0 is
+audited at the config's delta: (epsilon, 0)-DP implies (epsilon, delta)-DP, so that test
+is sound.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from typing import Any
+
+from audit.config import AuditConfig
+from audit.errors import InputError
+from audit.pipeline.data import AuditData
+
+# The observations (float64 once loaded, copied by attacks) may use at most this share of
+# the machine's physical memory.
+MEMORY_SHARE = 0.5
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Checked:
+    """A config whose inputs were all checked: ``config`` with the plugin's claim resolved,
+    the loaded ``data``, and ``plugin`` provenance (``trainers.plugins.plugin_source``) or None."""
+
+    config: AuditConfig
+    data: AuditData
+    plugin: dict[str, Any] | None
+
+
+def _same(a: float, b: float) -> bool:
+    return math.isclose(float(a), float(b), rel_tol=1e-12, abs_tol=0.0)
+
+
+def resolve_blackbox_claim(config: AuditConfig) -> AuditConfig:
+    """``config`` with ``dp.claimed_epsilon`` / ``dp.delta`` as the black-box plugin claims
+    (see the module docstring); InputError for a missing, invalid or contradicting claim."""
+    from trainers.plugins import declared_claim, load_blackbox_plugin
+
+    path, dp = config.trainer.plugin, config.dp
+    declared_eps, declared_delta = declared_claim(path)
+    delta_given = "delta" in dp.model_fields_set
+    # Validates the function's signature and the claim (raises when there is none).
+    trainer = load_blackbox_plugin(path, epsilon=dp.claimed_epsilon,
+                                   delta=dp.delta if delta_given or declared_delta is None else None)
+    if dp.claimed_epsilon is not None and declared_eps is not None and not _same(dp.claimed_epsilon, declared_eps):
+        raise InputError(f"dp.claimed_epsilon = {dp.claimed_epsilon!r} contradicts the plugin's CLAIMED_EPSILON = "
+                         f"{declared_eps!r} ({path}); remove one or make them agree")
+    if delta_given and declared_delta is not None and not _same(dp.delta, declared_delta):
+        raise InputError(f"dp.delta = {dp.delta!r} contradicts the plugin's CLAIMED_DELTA = {declared_delta!r} "
+                         f"({path}); remove one or make them agree")
+    epsilon = None if math.isinf(trainer.epsilon) else trainer.epsilon
+    delta = trainer.delta if trainer.delta > 0 else dp.delta
+    return config.model_copy(update={"dp": dp.model_copy(update={"claimed_epsilon": epsilon, "delta": delta})})
+
+
+def _queries(augment: str) -> int:
+    import numpy as np
+
+    from trainers.observe import query_views
+
+    return len(list(query_views(np.zeros((1, 1, 4, 4), np.float32), augment=augment)))
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(config: AuditConfig, data: AuditData) -> None:
+    """Refuse a black-box audit whose observations (float64 models x records x queries x
+    classes, as loaded for the attacks) would not fit in half of this machine's memory."""
+    if config.audit.canary_kind == "gradient":
+        return
+    records = len(data.canaries) + len(data.population)
+    queries = _queries(config.audit.augment) if config.audit.augment != "none" else 1
+    size = config.audit.models * records * queries * data.base.n_classes * 8
+    memory = _physical_memory()
+    if memory and size > MEMORY_SHARE * memory:
+        raise InputError(
+            f"audit.models = {config.audit.models} with {records} observed records needs about "
+            f"{size / 2**30:.1f} GiB of observations; this machine has {memory / 2**30:.1f} GiB "
+            "(lower audit.models, audit.canaries or data.population)"
+        )
+
+
+def _accounting(config: AuditConfig, data: AuditData) -> tuple[float, int] | None:
+    """(sample rate, steps) the configured DP-SGD runs with, or None for non-private training."""
+    t = config.trainer
+    if config.mode != "dp" or t.kind == "blackbox-plugin":
+        return None
+    if t.kind == "fast":
+        from trainers.fast import steps_for_epochs
+
+        subset = len(data.base) + config.audit.canaries / 2
+        return min(t.batch_size / subset, 1.0), steps_for_epochs(t.epochs, t.batch_size, int(subset))
+    from trainers.opacus_dp import sample_rate_and_steps
+
+    n = len(data.base) + (0 if config.audit.canary_kind == "gradient" else len(data.canaries) // 2)
+    q, per_epoch = sample_rate_and_steps(max(n, 1), t.batch_size)
+    return q, per_epoch * t.epochs
+
+
+def check_accounting(config: AuditConfig, data: AuditData) -> None:
+    """Refuse DP-SGD settings Opacus' accountant cannot account for (it would hang or run
+    out of memory), naming the config field."""
+    rate_steps = _accounting(config, data)
+    if rate_steps is None:
+        return
+    try:  # TEMP-UNTIL-HELPER
+        from audit.stats.accountant import check_accounting as check
+    except ImportError:
+        return
+
+    q, steps = rate_steps
+    dp = config.dp
+    sigma = dp.noise_multiplier if dp.noise_multiplier is not None else 1.0  # target_epsilon: sigma is searched
+    try:
+        check(noise_multiplier=sigma, sample_rate=q, steps=steps, delta=dp.delta, accountant=dp.accountant)
+    except InputError as err:
+        raise InputError(f"dp / trainer.epochs: {config.trainer.epochs} epochs at sample rate {q:.3g} "
+                         f"({steps} steps) with dp.accountant = {dp.accountant!r}: {err}") from None
+
+
+def check(config: AuditConfig) -> Checked:
+    """Check every input of ``config`` without writing anything; see the module docstring."""
+    from audit.pipeline import data as data_stage
+
+    plugin = None
+    t = config.trainer
+    if t.kind in ("blackbox-plugin", "optimizer-plugin"):
+        from trainers.plugins import load_optimizer_plugin, plugin_source
+
+        if t.kind == "blackbox-plugin":
+            config = resolve_blackbox_claim(config)
+        else:
+            load_optimizer_plugin(t.plugin)
+        plugin = plugin_source(t.plugin)
+    audit_data = data_stage.build(config)
+    check_memory(config, audit_data)
+    check_accounting(config, audit_data)
+    return Checked(config, audit_data, plugin)
