@@ -24,6 +24,7 @@ MAX_MODELS = 10_000
 MAX_CANARIES = 1_000_000
 MAX_WIDTH = 65_536
 MAX_SEED = 2**63 - 1
+MAX_EPOCHS = 100_000
 
 
 class _Section(BaseModel):
@@ -60,7 +61,7 @@ class TrainerConfig(_Section):
     kind: Literal["plain", "dp", "zoo", "fast", "optimizer-plugin", "blackbox-plugin"] = "plain"
     variant: str = ""
     plugin: str = ""
-    epochs: int = Field(default=10, ge=1)
+    epochs: int = Field(default=10, ge=1, le=MAX_EPOCHS)
     batch_size: int = Field(default=64, ge=1)
     lr: float = Field(default=0.1, gt=0.0)
     optimizer: Literal["sgd", "adam"] = "sgd"
@@ -75,9 +76,14 @@ class TrainerConfig(_Section):
             from trainers.fast.spec import FAULTS
 
             if self.variant not in FAULTS:
-                raise ValueError(f"variant {self.variant!r} is not a fast-trainer fault; expected one of {', '.join(sorted(FAULTS))}")
+                raise ValueError(f"trainer.variant = {self.variant!r} is not a fast-trainer fault; expected one of {', '.join(sorted(FAULTS))}")
         if self.kind == "zoo" and not self.variant:
             raise ValueError("kind = 'zoo' needs variant = a faulty DP-SGD name (see README)")
+        if self.kind == "zoo":
+            from trainers.zoo import ZOO
+
+            if self.variant not in ZOO:
+                raise ValueError(f"trainer.variant = {self.variant!r} is not a zoo variant; expected one of {', '.join(sorted(ZOO))}")
         if self.kind.endswith("plugin") and not self.plugin:
             raise ValueError(f"kind = {self.kind!r} needs plugin = 'package.module:Name'")
         return self
@@ -152,7 +158,7 @@ class DefenceSettings(_Section):
 class MlflowSettings(_Section):
     enabled: bool = True
     tracking_uri: str = ""
-    experiment: str = "dpaudit"
+    experiment: str = Field(default="dpaudit", min_length=1)
 
 
 class GateSettings(_Section):
@@ -205,7 +211,7 @@ class ExecutorSettings(_Section):
 
 
 class AuditConfig(_Section):
-    name: str = "audit"
+    name: str = Field(default="audit", min_length=1)
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
     confidence: float = Field(default=0.95, gt=0.0, lt=1.0)
     output_dir: str = "runs/audit"

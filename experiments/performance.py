@@ -221,7 +221,7 @@ def child_plain_dp(s: Setting) -> dict:
 
     from audit.config import parse_config
     from audit.pipeline import data as pipeline_data
-    from audit.pipeline.training import _dp_config, _model_kwargs
+    from audit.pipeline.training import _dp_config, model_kwargs
     from trainers.models import build_model
     from trainers.opacus_dp import train_dp
 
@@ -233,7 +233,7 @@ def child_plain_dp(s: Setting) -> dict:
     t1 = time.perf_counter()
     seeds = np.random.SeedSequence([config.seed, 4]).generate_state(4)
     net = build_model(config.model.name, audit_data.base.in_shape, audit_data.base.n_classes,
-                      generator=torch.Generator().manual_seed(int(seeds[1])), **_model_kwargs(config))
+                      generator=torch.Generator().manual_seed(int(seeds[1])), **model_kwargs(config))
     result = train_dp(net, audit_data.base, config=_dp_config(config), seed=int(seeds[3]),
                       test=audit_data.test if len(audit_data.test) else None)
     t2 = time.perf_counter()

@@ -244,12 +244,20 @@ BAD = [
     ("dp.noise_multiplier=inf", "dp.noise_multiplier"),
     ("trainer.lr=inf", "trainer.lr"),
     ("trainer.lr=nan", "trainer.lr"),
+    ("name=''", "name"),
+    ("trainer.epochs=100000000", "trainer.epochs"),
+    ("trainer.variant='bogus' --set trainer.kind='zoo' --set dp.noise_multiplier=1.0", "trainer.variant"),
+    ("model.name='cnn'", "model.name"),  # a CNN on tabular data
+    ("audit.augment='shift'", "audit.augment"),  # image shifts of tabular data
+    ("dp.target_epsilon=1e-9 --set trainer.kind='dp'", "dp.target_epsilon"),  # Opacus: budget too low
+    ("mlflow.experiment=''", "mlflow.experiment"),
 ]
 
 
 @pytest.mark.parametrize("override, field", BAD)
 def test_bad_input_exits_2_naming_the_value_before_any_work(workdir, capsys, override, field):
-    assert run("--set", override) == 2
+    args = [a for item in override.split(" --set ") for a in ("--set", item)]
+    assert run(*args) == 2
     assert field in one_error_line(capsys)
     assert not (workdir / "run").exists()
 

@@ -66,12 +66,26 @@ def resolve_blackbox_claim(config: AuditConfig) -> AuditConfig:
     return config.model_copy(update={"dp": dp.model_copy(update={"claimed_epsilon": epsilon, "delta": delta})})
 
 
-def _queries(augment: str) -> int:
-    import numpy as np
+def check_model(config: AuditConfig, data: AuditData) -> int:
+    """Build the configured model on the data's shape (cheap, discarded) and the query
+    views of one record, so a model or augmentation that does not fit the data is refused
+    before any work. Returns the number of query views per record."""
+    import torch
 
+    from audit.pipeline.training import model_kwargs
+    from trainers.models import build_model
     from trainers.observe import query_views
 
-    return len(list(query_views(np.zeros((1, 1, 4, 4), np.float32), augment=augment)))
+    if config.trainer.kind != "blackbox-plugin":
+        try:
+            build_model(config.model.name, data.base.in_shape, data.base.n_classes,
+                        generator=torch.Generator().manual_seed(0), **model_kwargs(config))
+        except InputError as err:
+            raise InputError(f"model.name = {config.model.name!r} does not fit the data: {err}") from None
+    try:
+        return len(query_views(data.base.x[:1], augment=config.audit.augment))
+    except InputError as err:
+        raise InputError(f"audit.augment = {config.audit.augment!r} does not fit the data: {err}") from None
 
 
 def _physical_memory() -> int | None:
@@ -81,13 +95,12 @@ def _physical_memory() -> int | None:
         return None
 
 
-def check_memory(config: AuditConfig, data: AuditData) -> None:
+def check_memory(config: AuditConfig, data: AuditData, queries: int = 1) -> None:
     """Refuse a black-box audit whose observations (float64 models x records x queries x
     classes, as loaded for the attacks) would not fit in half of this machine's memory."""
     if config.audit.canary_kind == "gradient":
         return
     records = len(data.canaries) + len(data.population)
-    queries = _queries(config.audit.augment) if config.audit.augment != "none" else 1
     size = config.audit.models * records * queries * data.base.n_classes * 8
     memory = _physical_memory()
     if memory and size > MEMORY_SHARE * memory:
@@ -134,6 +147,26 @@ def check_accounting(config: AuditConfig, data: AuditData) -> None:
     except InputError as err:
         raise InputError(f"dp / trainer.epochs: {config.trainer.epochs} epochs at sample rate {q:.3g} "
                          f"({steps} steps) with dp.accountant = {dp.accountant!r}: {err}") from None
+    if dp.target_epsilon is not None:
+        _check_target(config, q, steps)
+
+
+def _check_target(config: AuditConfig, q: float, steps: int) -> None:
+    """Opacus' search for the noise multiplier of ``dp.target_epsilon`` (as ``make_private_
+    with_epsilon`` runs it), so a budget it cannot reach is refused before training."""
+    import warnings
+
+    from opacus.accountants.utils import get_noise_multiplier
+
+    dp = config.dp
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            get_noise_multiplier(target_epsilon=dp.target_epsilon, target_delta=dp.delta, sample_rate=q,
+                                 steps=steps, accountant=dp.accountant)
+    except (ValueError, OverflowError, ArithmeticError) as err:
+        raise InputError(f"dp.target_epsilon = {dp.target_epsilon!r} at delta {dp.delta:g} over {steps} steps at "
+                         f"sample rate {q:.3g}: Opacus cannot reach it ({err})") from None
 
 
 def check(config: AuditConfig) -> Checked:
@@ -151,6 +184,6 @@ def check(config: AuditConfig) -> Checked:
             load_optimizer_plugin(t.plugin)
         plugin = plugin_source(t.plugin)
     audit_data = data_stage.build(config)
-    check_memory(config, audit_data)
+    check_memory(config, audit_data, check_model(config, audit_data))
     check_accounting(config, audit_data)
     return Checked(config, audit_data, plugin)

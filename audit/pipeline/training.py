@@ -42,7 +42,7 @@ def _dp_config(config: AuditConfig):
     )
 
 
-def _model_kwargs(config: AuditConfig) -> dict:
+def model_kwargs(config: AuditConfig) -> dict:
     m = config.model
     if m.name == "mlp":
         return {"widths": tuple(m.widths), "dropout": m.dropout}
@@ -63,7 +63,7 @@ def model_trainer(config: AuditConfig, *, transfer=None):
         if config.defence.distillation:
             return _distilling_trainer(config, plain, transfer)
         if not t.patience:
-            return observe.plain_trainer(config.model.name, config=plain, **_model_kwargs(config))
+            return observe.plain_trainer(config.model.name, config=plain, **model_kwargs(config))
         return _early_stopping_trainer(config, plain)
     if t.kind == "blackbox-plugin":
         from trainers.plugins import load_blackbox_plugin
@@ -79,7 +79,7 @@ def model_trainer(config: AuditConfig, *, transfer=None):
         config=_dp_config(config),
         zoo=t.variant if t.kind == "zoo" else None,
         optimizer_class=optimizer_class,
-        **_model_kwargs(config),
+        **model_kwargs(config),
     )
 
 
@@ -97,13 +97,13 @@ def _distilling_trainer(config: AuditConfig, plain, transfer):
 
     if transfer is None or len(transfer) == 0:
         raise InputError("defence.distillation needs transfer records: the training pool has none besides canaries")
-    teacher_trainer = plain_trainer(config.model.name, config=plain, **_model_kwargs(config))
+    teacher_trainer = plain_trainer(config.model.name, config=plain, **model_kwargs(config))
 
     def trainer(train, *, seed: int):
         teacher_seed, init_seed, student_seed = np.random.SeedSequence(seed).generate_state(3, dtype=np.uint64) >> 1
         teacher = teacher_trainer(train, seed=int(teacher_seed))
         student = build_model(config.model.name, train.in_shape, train.n_classes,
-                              generator=torch.Generator().manual_seed(int(init_seed)), **_model_kwargs(config))
+                              generator=torch.Generator().manual_seed(int(init_seed)), **model_kwargs(config))
         train_distilled(student, transfer.x, teacher.predict_logits(transfer.x),
                         temperature=config.defence.distill_temperature, config=plain, seed=int(student_seed), train=train)
         return TrainedModel(lambda x: predict_logits(student, x), float("inf"), 0.0)
@@ -127,7 +127,7 @@ def _early_stopping_trainer(config: AuditConfig, plain):
         n_val = max(1, len(train) // 10)
         fit, val = train.subset(order[n_val:]), train.subset(order[:n_val])
         net = build_model(config.model.name, train.in_shape, train.n_classes,
-                          generator=torch.Generator().manual_seed(int(init_seed)), **_model_kwargs(config))
+                          generator=torch.Generator().manual_seed(int(init_seed)), **model_kwargs(config))
         train_plain(net, fit, config=plain, seed=int(train_seed), val=val)
         return TrainedModel(lambda x: predict_logits(net, x), float("inf"), 0.0)
 
@@ -375,7 +375,7 @@ def train_whitebox(config: AuditConfig, data: AuditData, run_dir: Path):
     members = np.random.default_rng(int(seeds[0])).random(m) < 0.5
     net = build_model(
         config.model.name, data.base.in_shape, data.base.n_classes,
-        generator=torch.Generator().manual_seed(int(seeds[1])), **_model_kwargs(config),
+        generator=torch.Generator().manual_seed(int(seeds[1])), **model_kwargs(config),
     )
     net.canary_slots = CanarySlots(m)
     q, _ = sample_rate_and_steps(len(data.base), t.batch_size)
