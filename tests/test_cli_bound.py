@@ -121,3 +121,84 @@ def test_malformed_and_pickled_npz(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2  # one line per failure
     assert "not an .npz archive" in err[0] and "pickled" in err[1]
+
+
+def test_scores_all_members_refused(tmp_path, capsys):
+    # Standard-normal scores, every canary a member: the one-run theorem does not apply
+    # (it needs each canary included with probability 1/2); it used to print 3.90, exit 0.
+    from scipy import stats
+
+    scores = stats.norm.ppf((np.arange(1000) + 0.5) / 1000)
+    path = _npz(tmp_path, "all.npz", scores=scores, members=np.ones(1000, bool))
+    assert main(["bound", "scores", "--scores", path, "--delta", "1e-5"]) == 2
+    out = capsys.readouterr()
+    assert out.out == ""
+    err = out.err.strip().splitlines()
+    assert len(err) == 1 and "1000 of 1000 canaries are members" in err[0]
+
+
+ACCOUNTANT = ["bound", "accountant", "--noise-multiplier", "1", "--sample-rate", "0.0256", "--steps", "1170", "--delta", "1e-5"]
+
+
+def _with(args, option, value):
+    args = list(args)
+    args[args.index(option) + 1] = value
+    return args
+
+
+@pytest.mark.parametrize(
+    "option, value, named",
+    [
+        ("--noise-multiplier", "1e300", "noise_multiplier=1e+300"),  # was: OverflowError traceback
+        ("--noise-multiplier", "1e-160", "noise_multiplier=1e-160"),  # was: Opacus' RDP series looped forever
+        ("--steps", "1000000000000", "steps=1000000000000"),  # was: PRV traceback
+        ("--steps", "10000000", "steps=10000000"),  # was: PRV past 23 GB
+    ],
+)
+def test_accountant_extremes_via_console_script(option, value, named):
+    out = subprocess.run(DPAUDIT + _with(ACCOUNTANT, option, value), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stdout == ""
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and named in lines[0] and "Traceback" not in out.stderr
+
+
+NUMBERS = {
+    "--noise-multiplier": ["0", "-1", "1e-200", "1e-160", "1e-9", "0.1", "1e6", "1e100", "1e300", "1e400", "inf", "-inf", "nan"],
+    "--sample-rate": ["0", "-0.1", "1e-320", "1e-300", "1", "1.5", "inf", "nan"],
+    "--steps": ["0", "-5", "1", "10000000", "1000000000000", "1" + "0" * 18, "1" + "0" * 400],
+    "--delta": ["0", "1e-320", "1e-100", "0.5", "0.9", "1", "-1", "inf", "nan"],
+}
+
+
+@pytest.mark.parametrize("accountant", ["prv", "rdp", "gdp"])
+@pytest.mark.parametrize("option, value", [(o, v) for o, vs in NUMBERS.items() for v in vs])
+def test_accountant_never_a_traceback(capsys, accountant, option, value):
+    base = _with(ACCOUNTANT, "--steps", "10") if option != "--steps" else ACCOUNTANT  # keeps q = 1 with prv quick
+    code = main(_with(base, option, value) + ["--accountant", accountant, "--json"])
+    out = capsys.readouterr()
+    assert code in (0, 2), (code, out.err)
+    if code == 0:
+        epsilon = json.loads(out.out)["epsilon"]
+        assert epsilon == "inf" or epsilon >= 0
+    else:
+        lines = out.err.strip().splitlines()
+        assert out.out == "" and len(lines) == 1 and lines[0].startswith("dpaudit: error: ")
+
+
+def test_accountant_prv_grid_message(capsys):
+    assert main(_with(ACCOUNTANT, "--steps", "1000000")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "steps=1000000" in err[0] and "grid" in err[0] and "rdp" in err[0]
+
+
+@pytest.mark.parametrize("args, named", [
+    (["one-run", "--canaries", "1000000000000", "--guesses", "1000000000000", "--correct", "999999999999"], "canaries"),
+    (["counts", "--tp", "1" + "0" * 400, "--fn", "1", "--fp", "1", "--tn", "1"], "tp"),
+])
+def test_huge_counts_are_refused_in_one_line(capsys, args, named):
+    """Before: a 7.28 TiB allocation (one-run) and an OverflowError (counts), with tracebacks."""
+    from audit.cli import main
+
+    assert main(["bound", *args, "--delta", "1e-5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and named in err[0]

@@ -76,3 +76,21 @@ def test_bad_counts(args):
 def test_bad_levels(delta, confidence):
     with pytest.raises(InputError):
         epsilon_one_run(100, 10, 9, delta=delta, confidence=confidence)
+
+
+def test_the_alpha_term_is_the_same_in_chunks(monkeypatch):
+    """Theorem 5.2's max over i = 1..v is taken chunk by chunk (bounded memory); the
+    p-values equal the one-shot maximum, computed here naively."""
+    import numpy as np
+    from scipy import special, stats
+
+    from audit.stats import one_run
+
+    m, r, v, delta = 3000, 1200, 1000, 1e-5
+    eps = np.array([0.5, 1.0, 2.0, 3.0])
+    q = special.expit(eps)[:, None]
+    i = np.arange(1, v + 1)[None, :]
+    window = stats.binom.cdf(v - 1, r, q) - stats.binom.cdf(v - i - 1, r, q)
+    naive = np.minimum(1.0, stats.binom.sf(v - 1, r, q[:, 0]) + 2 * m * delta * np.max(window / i, axis=1))
+    monkeypatch.setattr(one_run, "_WINDOW_CHUNK", 7)
+    np.testing.assert_allclose(one_run.one_run_p_values(m, r, v, eps, delta), naive, rtol=1e-9, atol=1e-12)

@@ -130,7 +130,10 @@ def scores(path: str, delta: float, confidence: float, as_json: bool) -> int:
 @click.option("--accountant", type=click.Choice(["prv", "rdp", "gdp"]), default="prv", show_default=True)
 @_json
 def accountant(noise_multiplier: float, sample_rate: float, steps: int, delta: float, accountant: str, as_json: bool) -> int:
-    """The epsilon Opacus' accountant claims for DP-SGD with Poisson sampling."""
+    """The epsilon Opacus' accountant claims for DP-SGD with Poisson sampling.
+
+    Inputs the accountant cannot handle (see ``audit.stats.accountant``) are refused in one
+    line; the epsilon may be ``inf`` (no finite claim) or 0, with a note saying why."""
     from audit.stats import claimed_epsilon
 
     result = claimed_epsilon(
@@ -139,5 +142,8 @@ def accountant(noise_multiplier: float, sample_rate: float, steps: int, delta: f
     payload = result.to_dict()
     payload["epsilon"] = payload.pop("epsilon_lower_bound")
     payload["accountant"] = accountant
-    _emit(payload, as_json, [f"epsilon: {result.value:.4f} at delta {delta:g} (Opacus {accountant} accountant)"])
+    lines = [f"epsilon: {result.value:.4f} at delta {delta:g} (Opacus {accountant} accountant)"]
+    if "note" in result.details:
+        lines.append(f"  note: {result.details['note']}")
+    _emit(payload, as_json, lines)
     return 0

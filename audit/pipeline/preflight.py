@@ -134,10 +134,7 @@ def check_accounting(config: AuditConfig, data: AuditData) -> None:
     rate_steps = _accounting(config, data)
     if rate_steps is None:
         return
-    try:  # TEMP-UNTIL-HELPER
-        from audit.stats.accountant import check_accounting as check
-    except ImportError:
-        return
+    from audit.stats.accountant import check_accounting as check
 
     q, steps = rate_steps
     dp = config.dp

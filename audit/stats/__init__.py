@@ -1,7 +1,8 @@
 """Statistics: empirical epsilon lower bounds, estimates, ROC metrics, accounting.
 
 Pure numpy/scipy/statsmodels: importing this package never imports torch, opacus or
-mlflow (Opacus is imported only when :func:`claimed_epsilon` is called).
+mlflow (Opacus is imported only when :func:`claimed_epsilon` or :func:`check_accounting`
+is called).
 
 Guaranteed bounds (``kind="bound"``):
   :func:`epsilon_from_counts`          counts at one threshold (Clopper-Pearson)
@@ -12,7 +13,7 @@ Estimates (``kind="estimate"``, never decide a verdict):
   :func:`gdp_from_counts`, :func:`fdp_one_run_estimate`, Jeffreys counts.
 """
 
-from audit.stats.accountant import claimed_epsilon
+from audit.stats.accountant import check_accounting, claimed_epsilon
 from audit.stats.counts import epsilon_from_counts
 from audit.stats.estimates import epsilon_for_gdp, fdp_one_run_estimate, gdp_from_counts, gdp_mu_for_epsilon
 from audit.stats.guesses import FixedGuesses, GuessSearch
@@ -30,6 +31,7 @@ __all__ = [
     "Split",
     "TprAtFpr",
     "auc",
+    "check_accounting",
     "claimed_epsilon",
     "epsilon_for_gdp",
     "epsilon_from_counts",

@@ -35,6 +35,9 @@ def epsilon_from_rate_limits(fpr_upper: float, fnr_upper: float, delta: float) -
     return best
 
 
+MAX_COUNT = 2**53
+
+
 def epsilon_from_counts(
     tp: int,
     fn: int,
@@ -56,6 +59,9 @@ def epsilon_from_counts(
         (Bayesian interval; reported as an estimate).
     """
     tp, fn, fp, tn = (_validate.check_count(n, v) for n, v in (("tp", tp), ("fn", fn), ("fp", fp), ("tn", tn)))
+    for name, n in (("tp", tp), ("fn", fn), ("fp", fp), ("tn", tn)):
+        if n > MAX_COUNT:  # beta quantiles work in floats: counts must be exact there
+            raise _validate.InputError(f"{name}={n}: expected at most 2**53 (counts are computed in float64)")
     delta = _validate.check_delta(delta)
     confidence = _validate.check_confidence(confidence)
     if method not in ("clopper-pearson", "jeffreys"):

@@ -30,18 +30,34 @@ _EPS_MAX = 200.0
 _SCAN_POINTS = 64
 
 
-def _binom_window(v: int, r: int, q: np.ndarray) -> np.ndarray:
-    """P[v - i <= Bin(r, q) < v] for i = 1..v, shape ``[len(q), v]``, accurately.
+# The one-run bound's cost grows with the correct-guess count v (Theorem 5.2's alpha term is
+# a maximum over i = 1..v); beyond this many canaries the CLI refuses rather than run for hours.
+MAX_CANARIES = 1_000_000
+# i = 1..v is processed in chunks of this many, so memory stays bounded (len(q) x chunk doubles).
+_WINDOW_CHUNK = 1 << 16
 
-    Differences of whichever tail (cdf or sf) is smaller, to avoid cancellation.
+
+def _binom_window(v: int, r: int, q: np.ndarray, i: np.ndarray | None = None) -> np.ndarray:
+    """P[v - i <= Bin(r, q) < v] for i = 1..v (or the given ``i``), shape ``[len(q), len(i)]``,
+    accurately: differences of whichever tail (cdf or sf) is smaller, to avoid cancellation.
     """
     q = np.asarray(q, dtype=np.float64)[:, None]
-    lower = v - np.arange(1, v + 1)[None, :] - 1  # v - i - 1
+    i = np.arange(1, v + 1) if i is None else i
+    lower = v - i[None, :] - 1  # v - i - 1
     cdf_top = stats.binom.cdf(v - 1, r, q)
     use_cdf = cdf_top <= 0.5
     by_cdf = cdf_top - stats.binom.cdf(lower, r, q)
     by_sf = stats.binom.sf(lower, r, q) - stats.binom.sf(v - 1, r, q)
     return np.clip(np.where(use_cdf, by_cdf, by_sf), 0.0, 1.0)
+
+
+def _alpha(v: int, r: int, q: np.ndarray) -> np.ndarray:
+    """max over i = 1..v of P[v - i <= Bin(r, q) < v] / i, per q, in bounded memory."""
+    best = np.zeros(len(q))
+    for start in range(1, v + 1, _WINDOW_CHUNK):
+        i = np.arange(start, min(v, start + _WINDOW_CHUNK - 1) + 1)
+        best = np.maximum(best, np.max(_binom_window(v, r, q, i) / i[None, :], axis=1))
+    return best
 
 
 def one_run_p_values(m: int, r: int, v: int, eps, delta: float) -> np.ndarray:
@@ -53,9 +69,7 @@ def one_run_p_values(m: int, r: int, v: int, eps, delta: float) -> np.ndarray:
     beta = stats.binom.sf(v - 1, r, q)
     if delta == 0.0:
         return np.minimum(1.0, beta)
-    window = _binom_window(v, r, q)
-    alpha = np.max(window / np.arange(1, v + 1)[None, :], axis=1)
-    return np.minimum(1.0, beta + 2.0 * m * delta * alpha)
+    return np.minimum(1.0, beta + 2.0 * m * delta * _alpha(v, r, q))
 
 
 def one_run_p_value(m: int, r: int, v: int, eps: float, delta: float) -> float:
@@ -91,6 +105,9 @@ def _check_guess_counts(m: int, r: int, v: int) -> tuple[int, int, int]:
     v = _validate.check_count("correct", v)
     if m == 0:
         raise _validate.InputError("canaries=0: expected at least one canary")
+    if m > MAX_CANARIES:
+        raise _validate.InputError(f"canaries={m}: expected at most {MAX_CANARIES:,} (the bound's cost grows with "
+                                   "the number of correct guesses)")
     if r > m:
         raise _validate.InputError(f"guesses={r} > canaries={m}: expected at most one guess per canary")
     if v > r:
@@ -172,7 +189,9 @@ def epsilon_one_run_from_scores(
 
     Args:
       scores: float[m]; higher means "more likely a member".
-      members: bool[m]; which canaries were included (each with probability 1/2).
+      members: bool[m]; which canaries were included (each independently with probability
+        1/2). A member count that design could not plausibly give (all, none, or two-sided
+        binomial p < 1e-6) raises ``InputError``: see :func:`_validate.check_one_run_design`.
       delta: delta of the claim under test.
       confidence: probability that the bound holds, including the search over guesses.
       strategy: how guess counts are chosen (:class:`GuessSearch` by default).
@@ -181,6 +200,7 @@ def epsilon_one_run_from_scores(
     size and ``power``: the bound this design would give if every guess were right.
     """
     scores, members = _validate.check_scores(scores, members)
+    _validate.check_one_run_design(int(members.sum()), members.size)
     delta = _validate.check_delta(delta)
     confidence = _validate.check_confidence(confidence)
     strategy = GuessSearch() if strategy is None else strategy
