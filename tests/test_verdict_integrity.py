@@ -15,31 +15,10 @@ import pytest
 
 from audit.cli import main
 from audit.pipeline.verdict import dp_verdict, risk_verdict
+from tests.test_pipeline import TINY_BLACKBOX
 
-TINY = """
-name = "tiny"
-seed = 3
-output_dir = "run"
-[data]
-name = "fair"
-n = 1500
-population = 100
-test = 300
-[model]
-widths = [16]
-[trainer]
-kind = "plain"
-epochs = 2
-batch_size = 64
-[audit]
-models = 5
-canaries = 120
-canary_kind = "mislabeled"
-attacks = ["loss", "lira-offline-fixed"]
-bound_attacks = ["loss"]
-[mlflow]
-enabled = false
-"""
+TINY = TINY_BLACKBOX.format(out="run").replace(
+    'attacks = ["loss", "lira-offline-fixed", "rmia"]', 'attacks = ["loss", "lira-offline-fixed"]\nbound_attacks = ["loss"]')
 
 # A black-box "trainer" that memorises its training set: it outputs the training label of
 # a record it has seen, and uniform probabilities otherwise. Whatever it claims, it leaks.
@@ -311,6 +290,7 @@ def test_report_log_to_mlflow_twice_logs_one_run(workdir, capsys):
     capsys.readouterr()
     for _ in range(2):
         assert main(["report", "run", "--log-to-mlflow"]) == 0
+    assert run("--set", "mlflow.enabled=true", "--resume") == 0  # a resumed audit is the same audit
     client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("dpaudit")
     assert len(client.search_runs([experiment.experiment_id])) == 1

@@ -7,7 +7,6 @@ atomically. Shadows are all models except ``--target`` (0-based).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
@@ -53,13 +52,10 @@ def command(method: str, observations_path: str, target: int, out: str, params: 
     from audit.atomic import atomic_open
     from audit.attacks import get_attack
     from audit.cli._observations import layout_names, load
+    from audit.cli._paths import output_file
 
     attack = get_attack(method, **parse_params(params))  # unknown method: fail before loading
-    out_path = Path(out)
-    if out_path.is_dir():
-        raise InputError(f"--out: {out!r} is a directory; expected the path of a .npy file")
-    if not out_path.parent.is_dir():
-        raise InputError(f"--out: directory {str(out_path.parent)!r} does not exist")
+    out_path = output_file("--out", out, ".npy")
     observations = load(observations_path)
     scores = np.asarray(attack.score(observations, target), dtype=np.float64)
     with atomic_open(out_path, "wb") as handle:

@@ -7,7 +7,6 @@ or, with ``--json``, exactly one JSON object keyed by method.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
@@ -65,6 +64,7 @@ def command(observations_path: str, methods: str | None, confidence: float, as_j
     """Evaluate attacks leave-one-out: each model is the target, the others its shadows."""
     from audit.attacks import available_attacks
     from audit.cli._observations import describe_layout, layout_names, load
+    from audit.cli._paths import output_file
     from audit.evaluation import evaluate_attack, plot_roc
 
     explicit = methods is not None
@@ -78,11 +78,7 @@ def command(observations_path: str, methods: str | None, confidence: float, as_j
     if not 0.0 < confidence < 1.0:
         raise InputError(f"--confidence: expected a value in (0, 1), got {confidence}")
     if plot:
-        plot_path = Path(plot)
-        if plot_path.is_dir():
-            raise InputError(f"--plot: {plot!r} is a directory; expected the path of a PNG file")
-        if not plot_path.parent.is_dir():
-            raise InputError(f"--plot: directory {str(plot_path.parent)!r} does not exist")
+        output_file("--plot", plot, "PNG")
     observations = load(observations_path)
     if not explicit:
         names = _default_methods(observations)
