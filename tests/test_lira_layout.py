@@ -18,6 +18,7 @@ from audit.observations import (
     load_observations,
     synthetic_observations,
 )
+from tests.test_observations import _same
 
 
 def _write_reference(root, keep, logits, labels, names=None, expids=None, epochs=("0000000100",)):
@@ -38,13 +39,6 @@ def _write_reference(root, keep, logits, labels, names=None, expids=None, epochs
 def _obs(n_models=16, n_records=40, seed=0):
     return synthetic_observations(np.random.default_rng(seed), n_models=n_models, n_records=n_records,
                                   n_classes=5)
-
-
-def _same(a: Observations, b: Observations) -> None:
-    np.testing.assert_array_equal(a.keep, b.keep)
-    np.testing.assert_array_equal(a.labels, b.labels)
-    np.testing.assert_array_equal(a.logits, b.logits)
-    assert a.logits.dtype == b.logits.dtype
 
 
 # --- import: model order -------------------------------------------------------------

@@ -116,3 +116,23 @@ def test_file_path_plugins(tmp_path, splits):
     (tmp_path / "bad_syntax.py").write_text("def train(:\n")
     with pytest.raises(InputError, match="syntax error"):
         load_object(f"{tmp_path / 'bad_syntax.py'}:train")
+
+
+def test_a_file_plugin_runs_once_per_content(tmp_path):
+    """The claim, the provenance and the trainer read one module: the file runs once per
+    process, and again only when its bytes change (the recorded hash is of what ran)."""
+    import hashlib
+
+    from trainers.plugins import declared_claim, load_blackbox_plugin, plugin_source
+
+    log = tmp_path / "runs.txt"
+    plugin = tmp_path / "counted.py"
+    body = (f"open({str(log)!r}, 'a').write('x')\nCLAIMED_EPSILON = 1.0\nCLAIMED_DELTA = 1e-5\n"
+            "def train(x, y, *, seed):\n    return lambda q: None\n")
+    plugin.write_text(body)
+    path = f"{plugin}:train"
+    declared_claim(path), plugin_source(path), load_blackbox_plugin(path)
+    assert log.read_text() == "x"
+    plugin.write_text(body.replace("1.0", "2.0"))
+    assert declared_claim(path)[0] == 2.0 and log.read_text() == "xx"
+    assert plugin_source(path)["sha256"] == hashlib.sha256(plugin.read_bytes()).hexdigest()

@@ -66,6 +66,10 @@ _OPACUS_KWARGS = dict(
 )
 
 
+# (resolved file, SHA-256 of its bytes) of a plugin module loaded from a file.
+_SHA256 = "__dpaudit_source__"
+
+
 def _split(path: Any) -> tuple[str, str]:
     if isinstance(path, str) and _FILE_PATH.match(path):
         module, attr = path.rsplit(":", 1)
@@ -82,7 +86,14 @@ def _import_module(path: str, module_name: str) -> ModuleType:
             file = Path(module_name)
             if not file.is_file():
                 raise InputError(f"plugin {path!r}: no such file {module_name!r}")
-            spec = importlib.util.spec_from_file_location(f"dpaudit_plugin_{file.stem}", file)
+            digest = hashlib.sha256(file.read_bytes()).hexdigest()
+            name = f"dpaudit_plugin_{file.stem}"
+            cached = sys.modules.get(name)
+            # As for imports, a file runs once per process (the claim, the provenance and
+            # the trainer all read the same module); an edited file is run again.
+            if cached is not None and getattr(cached, _SHA256, None) == (str(file.resolve()), digest):
+                return cached
+            spec = importlib.util.spec_from_file_location(name, file)
             module = importlib.util.module_from_spec(spec)
             # registered as imports are, so dataclasses and typing in the plugin resolve
             sys.modules[spec.name] = module
@@ -91,6 +102,7 @@ def _import_module(path: str, module_name: str) -> ModuleType:
             except BaseException:
                 del sys.modules[spec.name]
                 raise
+            setattr(module, _SHA256, (str(file.resolve()), digest))
             return module
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -123,7 +135,9 @@ def plugin_source(path: str) -> dict[str, Any]:
     module, _ = _load(path)
     file = getattr(module, "__file__", None)
     digest = None
-    if file and Path(file).is_file():
+    if hasattr(module, _SHA256):  # the bytes that ran, hashed when they were loaded
+        digest = getattr(module, _SHA256)[1]
+    elif file and Path(file).is_file():
         digest = hashlib.sha256(Path(file).read_bytes()).hexdigest()
     return {"path": path, "module": module.__name__, "file": str(Path(file).resolve()) if file else None,
             "sha256": digest}

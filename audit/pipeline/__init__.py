@@ -119,8 +119,7 @@ def _run(config: AuditConfig, checked: preflight.Checked, run_dir, timings: dict
         decision = verdict.dp_verdict(bounds, claimed["epsilon"], config.confidence, on_inconclusive=g.on_inconclusive)
     else:
         decision = verdict.risk_verdict(attacks, bounds, attack=g.attack, at_fpr=g.at_fpr, max_tpr=g.max_tpr,
-                                        decide_on=g.decide_on, on_inconclusive=g.on_inconclusive,
-                                        fprs=config.audit.fprs)
+                                        decide_on=g.decide_on, on_inconclusive=g.on_inconclusive)
     timings["stats_s"] = time.perf_counter() - t0
 
     report = {

@@ -93,20 +93,18 @@ def dp_verdict(bounds: list[dict], claimed: float, confidence: float, *, on_inco
 _ENDS = {"upper": "upper end of its", "lower": "lower end of its", "point": "point estimate, not its"}
 
 
-def _figures(attacks: dict, bounds: list[dict], fprs: list[float]) -> str:
+def _figures(attacks: dict, bounds: list[dict]) -> str:
     """One sentence of the numbers a non-DP audit measured: best bound, then per attack AUC and TPRs."""
     _, lb, _ = _best(bounds)
     parts = [f"epsilon lower bound {lb:.3f}"]
     for name, row in attacks.items():
-        tprs = ", ".join(f"{r['tpr']:.2%} at {r['target_fpr']:g}" for r in row.get("tpr_at_fpr", [])
-                         if any(math.isclose(r["target_fpr"], f) for f in fprs))
+        tprs = ", ".join(f"{r['tpr']:.2%} at {r['target_fpr']:g}" for r in row.get("tpr_at_fpr", []))
         parts.append(f"{name}: AUC {row['auc']:.3f}" + (f", TPR {tprs} FPR" if tprs else ""))
     return "; ".join(parts)
 
 
 def risk_verdict(attacks: dict, bounds: list[dict], *, attack: str, at_fpr: float, max_tpr: float | None,
-                 decide_on: str = "upper", on_inconclusive: str = "fail",
-                 fprs: list[float] | None = None) -> dict[str, Any]:
+                 decide_on: str = "upper", on_inconclusive: str = "fail") -> dict[str, Any]:
     """The verdict of a non-DP audit: ``REPORTED`` without ``max_tpr``, else the risk gate on
     ``attack``'s TPR at ``at_fpr`` against ``max_tpr``, decided on the ``decide_on`` end
     ("upper", "lower" or "point") of its Clopper-Pearson interval. ``INCONCLUSIVE`` when
@@ -114,13 +112,12 @@ def risk_verdict(attacks: dict, bounds: list[dict], *, attack: str, at_fpr: floa
     best, lb, power = _best(bounds)
     common = {"epsilon_lower_bound": lb, "power": power, "best_bound": best["name"] if best else None,
               "claimed_epsilon": None}
-    shown = fprs if fprs is not None else [at_fpr]
     if max_tpr is None:
         return {
             **common,
             "decision": "REPORTED",
             "exit_code": EXIT_PASS,
-            "message": f"Non-DP audit, no privacy claim to test: {_figures(attacks, bounds, shown)}. "
+            "message": f"Non-DP audit, no privacy claim to test: {_figures(attacks, bounds)}. "
                        "No risk threshold configured ([gate] max_tpr), so nothing was gated.",
         }
     if decide_on not in _ENDS:
@@ -149,5 +146,5 @@ def risk_verdict(attacks: dict, bounds: list[dict], *, attack: str, at_fpr: floa
         "risk": risk,
         "message": f"{attack} TPR at {at_fpr:g} FPR is {interval}; the gate compares the {_ENDS[decide_on]} interval, "
                    f"{value:.4f}, with the limit {max_tpr:.4f}: " + ("passed." if ok else "failed.")
-                   + f" Also measured: {_figures(attacks, bounds, shown)}.",
+                   + f" Also measured: {_figures(attacks, bounds)}.",
     }
