@@ -9,6 +9,7 @@ read as a TOML literal, else as a string) and validates; any problem raises
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Sequence
@@ -25,6 +26,7 @@ MAX_CANARIES = 1_000_000
 MAX_WIDTH = 65_536
 MAX_SEED = 2**63 - 1
 MAX_EPOCHS = 100_000
+_PLUGIN_FILE = re.compile(r"^[^:]+\.py:[A-Za-z_][\w.]*$")  # trainers.plugins reads "file.py:Name"
 
 
 class _Section(BaseModel):
@@ -34,13 +36,21 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
-    name: str = "fair"
+    name: str = Field(default="fair", description="a shipped dataset; with path, a label (default: the file's stem)")
     path: str = ""
     features: list[str] = Field(default_factory=list)
     label: str = ""
     n: int | None = Field(default=None, ge=1)
     population: int = Field(default=500, ge=0)
     test: int = Field(default=1000, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_of_file(cls, values: Any) -> Any:
+        # A user file is named after itself (MLflow params, reports), never "fair".
+        if isinstance(values, dict) and values.get("path") and "name" not in values:
+            return {**values, "name": Path(str(values["path"])).stem or "user-data"}
+        return values
 
     @model_validator(mode="after")
     def _known(self) -> "DataConfig":
@@ -332,4 +342,20 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> AuditConfig:
         tree = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise InputError(f"config {path}: not valid TOML ({err})") from None
-    return parse_config(tree, overrides)
+    return parse_config(_rebase_inputs(tree, path.parent), overrides)
+
+
+def _rebase_inputs(tree: dict[str, Any], base: Path) -> dict[str, Any]:
+    """``tree`` with its relative input paths (``data.path``, and the file of a
+    ``trainer.plugin = "file.py:Name"``) made absolute against ``base``, the config
+    file's directory, so a config finds its data and plugin from any working directory.
+    Outputs (``output_dir``) and ``--set`` values stay relative to the working directory;
+    a ``package.module:Name`` plugin is imported from the environment."""
+    tree = {key: dict(value) if isinstance(value, dict) else value for key, value in tree.items()}
+    data, trainer = tree.get("data"), tree.get("trainer")
+    if isinstance(data, dict) and isinstance(data.get("path"), str) and data["path"]:
+        data["path"] = str(base / data["path"])  # an absolute path stays as it is
+    if isinstance(trainer, dict) and isinstance(trainer.get("plugin"), str) and _PLUGIN_FILE.match(trainer["plugin"]):
+        file, name = trainer["plugin"].rsplit(":", 1)
+        trainer["plugin"] = f"{base / file}:{name}"
+    return tree

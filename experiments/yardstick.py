@@ -22,7 +22,7 @@ the simulation if Opacus clips and noises as claimed.
 
 ``python -m experiments.yardstick [--quick] [--seeds N] [--no-opacus]``: the full run
 writes ``experiments/results/yardstick.md``; ``--quick`` prints a two-epsilon,
-simulation-only table. The simulation core, :func:`simulate`, is importable.
+simulation-only table. The simulation core is :func:`canaries.simulate.simulate`.
 """
 
 from __future__ import annotations
@@ -38,61 +38,9 @@ import numpy as np
 
 from audit.atomic import atomic_open
 from audit.errors import InputError
-from canaries.iterate_scores import all_iterates, likelihood_ratio
+from canaries.simulate import simulate  # noqa: F401  (the simulation core, importable from here too)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "yardstick.md"
-
-
-@dataclasses.dataclass(frozen=True)
-class YardstickRun:
-    """One simulated one-run audit.
-
-    Attributes:
-      members: bool[canaries]; which canaries were included (Bernoulli(1/2)).
-      llr: float[canaries]; log-likelihood ratio of the T readings (higher = member).
-      total: float[canaries]; sum of the T readings (the all-iterates statistic).
-    """
-
-    members: np.ndarray
-    llr: np.ndarray
-    total: np.ndarray
-
-
-def simulate(
-    *,
-    n_canaries: int,
-    steps: int,
-    sample_rate: float,
-    noise_multiplier: float,
-    rng: np.random.Generator,
-    max_grad_norm: float = 1.0,
-) -> YardstickRun:
-    """Simulate m Dirac canaries through T steps of the Gaussian mechanism of DP-SGD.
-
-    Vectorised over canaries and steps (memory: 8 * steps * canaries bytes for the readings).
-
-    Args:
-      n_canaries: m >= 1.
-      steps: T >= 1.
-      sample_rate: q in (0, 1], per-step presence probability of an included canary.
-      noise_multiplier: sigma > 0 (the noise std is sigma * C).
-      rng: source of all randomness.
-      max_grad_norm: C > 0.
-    """
-    for name, value in (("n_canaries", n_canaries), ("steps", steps)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise InputError(f"{name}={value!r}: expected an integer >= 1")
-    if not isinstance(rng, np.random.Generator):
-        raise InputError(f"rng={rng!r}: expected a numpy.random.Generator")
-    if not 0.0 < sample_rate <= 1.0:
-        raise InputError(f"sample_rate={sample_rate!r}: expected a probability in (0, 1]")
-    if not noise_multiplier > 0.0:
-        raise InputError(f"noise_multiplier={noise_multiplier!r}: expected a number > 0")
-    members = rng.random(n_canaries) < 0.5
-    present = (rng.random((steps, n_canaries)) < sample_rate) & members[None, :]
-    readings = present * max_grad_norm + rng.normal(0.0, noise_multiplier * max_grad_norm, (steps, n_canaries))
-    llr = likelihood_ratio(readings, sample_rate=sample_rate, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm)
-    return YardstickRun(members=members, llr=llr, total=all_iterates(readings))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,15 +140,9 @@ def opacus_audit(
 
 def noise_for_epsilon(epsilon: float, *, delta: float, sample_rate: float, steps: int) -> float:
     """sigma such that Opacus' PRV accountant gives ``epsilon`` for (q, T, delta)."""
-    from opacus.accountants.utils import get_noise_multiplier
+    from audit.stats.accountant import noise_multiplier_for
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # RDP "optimal order" notes from the search
-        return float(
-            get_noise_multiplier(
-                target_epsilon=epsilon, target_delta=delta, sample_rate=sample_rate, steps=steps, accountant="prv"
-            )
-        )
+    return noise_multiplier_for(target_epsilon=epsilon, delta=delta, sample_rate=sample_rate, steps=steps)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -33,7 +33,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from opacus.accountants import create_accountant
-from opacus.accountants.utils import get_noise_multiplier
 from opacus.data_loader import DPDataLoader
 from opacus.grad_sample import GradSampleModule
 from opacus.optimizers import DPOptimizer
@@ -42,6 +41,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from audit.errors import InputError
+from audit.stats.accountant import noise_multiplier_for
 from trainers.data import Dataset
 from trainers.plain import OPTIMIZERS, accuracy
 
@@ -147,7 +147,9 @@ def _epsilon(accountant, delta: float) -> float:
         return 0.0
     if any(sigma == 0 and q > 0 for sigma, q, _ in accountant.history):
         return float("inf")
-    return float(accountant.get_epsilon(delta=delta))
+    with warnings.catch_warnings():  # RDP's "optimal order is the largest alpha", also inside PRV
+        warnings.simplefilter("ignore", UserWarning)
+        return float(accountant.get_epsilon(delta=delta))
 
 
 def _check_optimizer_class(optimizer_class: Any) -> type[DPOptimizer]:
@@ -197,8 +199,8 @@ def train_dp(
         raise InputError(f"accounting_sample_rate={accounting_sample_rate!r}; expected in (0, 1]")
     sigma = config.noise_multiplier
     if sigma is None:
-        sigma = get_noise_multiplier(
-            target_epsilon=config.target_epsilon, target_delta=config.delta, sample_rate=q_acc,
+        sigma = noise_multiplier_for(
+            target_epsilon=config.target_epsilon, delta=config.delta, sample_rate=q_acc,
             steps=config.epochs * steps_per_epoch, accountant=config.accountant,
         )
     seed_sampling, seed_noise, seed_dropout = derive_seeds(seed)

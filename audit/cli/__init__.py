@@ -20,7 +20,7 @@ from audit.errors import InputError
 
 EXIT_OK, EXIT_VIOLATION, EXIT_BAD_INPUT, EXIT_RUNTIME = 0, 1, 2, 3
 
-_SUBCOMMANDS = ("bound", "attack", "evaluate", "run", "gate", "report", "export")
+_SUBCOMMANDS = ("bound", "attack", "evaluate", "run", "gate", "report", "export", "simulate")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -49,6 +49,35 @@ def log_to_mlflow(report: dict, run_dir: Path, files: list[Path]):
     return result
 
 
+def attack_lines(report: dict) -> list[str]:
+    """The attacks of a black-box audit as an aligned table (AUC, TPR at each FPR).
+
+    A TPR at an FPR below 1/(non-members scored) reads "-": such an FPR cannot be measured
+    (it is the TPR at zero false positives), and a footnote says how many are needed."""
+    attacks = report.get("attacks") or {}
+    fprs = sorted({r["target_fpr"] for a in attacks.values() for r in a.get("tpr_at_fpr", [])}, reverse=True)
+    if not attacks or not fprs:
+        return []
+    header = ["attack", "AUC", *(f"TPR@{f * 100:g}%" for f in fprs)]
+    rows, unmeasurable = [header], set()
+    for name, a in attacks.items():
+        by_fpr = {r["target_fpr"]: r for r in a.get("tpr_at_fpr", [])}
+        cells = [name, f"{a['auc']:.3f}"]
+        for f in fprs:
+            r = by_fpr.get(f)
+            if r is not None and r["n_nonmembers"] * f < 1:
+                unmeasurable.add(f)
+            cells.append("-" if r is None or f in unmeasurable else f"{r['tpr']:.1%}")
+        rows.append(cells)
+    widths = [max(len(row[c]) for row in rows) for c in range(len(header))]
+    lines = ["  ".join(cell.rjust(w) if c else cell.ljust(w) for c, (cell, w) in enumerate(zip(row, widths)))
+             for row in rows]
+    if unmeasurable:
+        f = min(unmeasurable)
+        lines.append(f"- : an FPR of {f:g} needs at least {round(1 / f)} non-member scores per attack; fewer were scored")
+    return lines
+
+
 def _gate_line(result) -> str:
     alias = (f"alias {result.alias!r} now points at it" if result.alias_set
              else f"alias {result.alias!r} removed from it" if result.alias_removed
@@ -96,6 +125,8 @@ def execute(config_path: str, overrides, *, resume: bool, progress: bool, gate_m
     v = report["verdict"]
     click.echo(f"{report['name']}: {v['decision']}")
     click.echo(v["message"])
+    for line in attack_lines(report):
+        click.echo(f"  {line}")
     if config.gate.model_name:
         from audit.tracking import gate_model as gate
 

@@ -151,16 +151,12 @@ def check_accounting(config: AuditConfig, data: AuditData) -> None:
 def _check_target(config: AuditConfig, q: float, steps: int) -> None:
     """Opacus' search for the noise multiplier of ``dp.target_epsilon`` (as ``make_private_
     with_epsilon`` runs it), so a budget it cannot reach is refused before training."""
-    import warnings
-
-    from opacus.accountants.utils import get_noise_multiplier
+    from audit.stats.accountant import noise_multiplier_for
 
     dp = config.dp
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            get_noise_multiplier(target_epsilon=dp.target_epsilon, target_delta=dp.delta, sample_rate=q,
-                                 steps=steps, accountant=dp.accountant)
+        noise_multiplier_for(target_epsilon=dp.target_epsilon, delta=dp.delta, sample_rate=q, steps=steps,
+                             accountant=dp.accountant)
     except (ValueError, OverflowError, ArithmeticError) as err:
         raise InputError(f"dp.target_epsilon = {dp.target_epsilon!r} at delta {dp.delta:g} over {steps} steps at "
                          f"sample rate {q:.3g}: Opacus cannot reach it ({err})") from None

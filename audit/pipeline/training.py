@@ -259,9 +259,9 @@ def _train_fast(config: AuditConfig, data: AuditData, keep: np.ndarray, todo: li
     if private:
         sigma = dp.noise_multiplier
         if sigma is None:
-            from opacus.accountants.utils import get_noise_multiplier
+            from audit.stats.accountant import noise_multiplier_for
 
-            sigma = get_noise_multiplier(target_epsilon=dp.target_epsilon, target_delta=dp.delta,
+            sigma = noise_multiplier_for(target_epsilon=dp.target_epsilon, delta=dp.delta,
                                          sample_rate=t.batch_size / expected_subset, steps=steps, accountant=dp.accountant)
     spec = fast.CORRECT if private else fast.NON_PRIVATE
     if t.variant:

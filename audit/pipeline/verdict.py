@@ -93,13 +93,16 @@ def dp_verdict(bounds: list[dict], claimed: float, confidence: float, *, on_inco
 _ENDS = {"upper": "upper end of its", "lower": "lower end of its", "point": "point estimate, not its"}
 
 
-def _figures(attacks: dict, bounds: list[dict]) -> str:
-    """One sentence of the numbers a non-DP audit measured: best bound, then per attack AUC and TPRs."""
-    _, lb, _ = _best(bounds)
-    parts = [f"epsilon lower bound {lb:.3f}"]
-    for name, row in attacks.items():
-        tprs = ", ".join(f"{r['tpr']:.2%} at {r['target_fpr']:g}" for r in row.get("tpr_at_fpr", []))
-        parts.append(f"{name}: AUC {row['auc']:.3f}" + (f", TPR {tprs} FPR" if tprs else ""))
+def _figures(attacks: dict, bounds: list[dict], at_fpr: float) -> str:
+    """The headline numbers of a non-DP audit: its best bound, and the attack with the highest
+    TPR at ``at_fpr`` (every attack's figures are in the report and the terminal table)."""
+    _, lb, power = _best(bounds)
+    parts = [f"epsilon lower bound {lb:.3f}" + (f" (the audit could show at most {power:.3f})" if power else "")]
+    rows = [(row["tpr"], name, attack["auc"]) for name, attack in attacks.items()
+            for row in attack.get("tpr_at_fpr", []) if math.isclose(row["target_fpr"], at_fpr, rel_tol=1e-9)]
+    if rows:
+        tpr, name, auc = max(rows)
+        parts.append(f"strongest attack at {at_fpr:.2%} FPR: {name}, TPR {tpr:.2%} (AUC {auc:.3f})")
     return "; ".join(parts)
 
 
@@ -117,7 +120,7 @@ def risk_verdict(attacks: dict, bounds: list[dict], *, attack: str, at_fpr: floa
             **common,
             "decision": "REPORTED",
             "exit_code": EXIT_PASS,
-            "message": f"Non-DP audit, no privacy claim to test: {_figures(attacks, bounds)}. "
+            "message": f"Non-DP audit, no privacy claim to test: {_figures(attacks, bounds, at_fpr)}. "
                        "No risk threshold configured ([gate] max_tpr), so nothing was gated.",
         }
     if decide_on not in _ENDS:
@@ -146,5 +149,5 @@ def risk_verdict(attacks: dict, bounds: list[dict], *, attack: str, at_fpr: floa
         "risk": risk,
         "message": f"{attack} TPR at {at_fpr:g} FPR is {interval}; the gate compares the {_ENDS[decide_on]} interval, "
                    f"{value:.4f}, with the limit {max_tpr:.4f}: " + ("passed." if ok else "failed.")
-                   + f" Also measured: {_figures(attacks, bounds)}.",
+                   + f" Also measured: {_figures(attacks, bounds, at_fpr)}.",
     }

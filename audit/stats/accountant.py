@@ -248,3 +248,22 @@ def claimed_epsilon(
             **({"warning": GDP_WARNING} if accountant == "gdp" else {}),
         },
     )
+
+
+def noise_multiplier_for(
+    *, target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str = "prv"
+) -> float:
+    """sigma such that Opacus' ``accountant`` gives ``target_epsilon`` at ``delta`` for
+    ``steps`` Poisson-subsampled Gaussian steps at ``sample_rate``: Opacus' own search
+    (``opacus.accountants.utils.get_noise_multiplier``, as ``make_private_with_epsilon``
+    runs it), without its warnings on stderr. Opacus' errors (an unreachable target)
+    propagate unchanged."""
+    from opacus.accountants.utils import get_noise_multiplier
+
+    with _quiet():
+        return float(
+            get_noise_multiplier(
+                target_epsilon=target_epsilon, target_delta=delta, sample_rate=sample_rate, steps=steps,
+                accountant=accountant,
+            )
+        )
