@@ -47,8 +47,9 @@ class DataConfig(_Section):
     @model_validator(mode="before")
     @classmethod
     def _name_of_file(cls, values: Any) -> Any:
-        # A user file is named after itself (MLflow params, reports), never "fair".
-        if isinstance(values, dict) and values.get("path") and "name" not in values:
+        # A user file is named after itself (MLflow params, reports), never after a shipped
+        # dataset it is not (e.g. a config's name = "fair" with --set data.path=...).
+        if isinstance(values, dict) and values.get("path") and values.get("name", "fair") in DATASETS:
             return {**values, "name": Path(str(values["path"])).stem or "user-data"}
         return values
 
@@ -115,8 +116,9 @@ class AuditSettings(_Section):
     models: int = Field(default=8, ge=1, le=MAX_MODELS)
     canaries: int = Field(default=500, ge=1, le=MAX_CANARIES)
     canary_kind: Literal["natural", "mislabeled", "clipbkd", "ood", "gradient"] = "natural"
-    # lira-online (per-record variances) needs many shadows: with few, a record's single IN
-    # shadow gives sigma_in = 0; the fixed-variance and offline variants are the defaults.
+    # lira-online (per-record IN and OUT variances) needs many shadows and is not a default;
+    # lira-offline's per-record OUT variance warns below 32 OUT values per record (the
+    # -fixed variants pool one variance and suit few shadows; lira-offline-fixed bounds).
     # Empty lists are refused (min_length): an audit with no bound attack or no statistic
     # measures nothing, and must not reach a verdict.
     attacks: list[str] = Field(

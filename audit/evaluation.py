@@ -35,9 +35,12 @@ class LeaveOneOutScores:
     Attributes:
         method: attack name.
         targets: int[targets], the model indices used as targets.
-        scores: float64[targets, records] (NaN allowed only on population records).
+        scores: float64[targets, records] (NaN allowed only where not audited).
         members: bool[targets, records], ``keep[targets]``.
-        audited: bool[records], records that enter the ROC (not population records).
+        audited: bool[records] (the same records for every target: those that are not
+            population records) or bool[targets, records] (per target, as the pipeline's
+            analysis chooses them, :func:`audit.pipeline.analysis.leave_one_out`): the
+            scores that enter the ROC.
     """
 
     method: str
@@ -47,11 +50,13 @@ class LeaveOneOutScores:
     audited: np.ndarray
 
     def pooled(self) -> tuple[np.ndarray, np.ndarray]:
-        """(scores float64[targets * audited], members bool[targets * audited])."""
-        return self.scores[:, self.audited].ravel(), self.members[:, self.audited].ravel()
+        """(scores float64[audited], members bool[audited]), target by target in row order."""
+        audited = np.broadcast_to(self.audited, self.scores.shape)
+        return self.scores[audited], self.members[audited]
 
 
-def _check_targets(observations: Observations, targets: Iterable[int] | None) -> np.ndarray:
+def check_targets(observations: Observations, targets: Iterable[int] | None) -> np.ndarray:
+    """int[targets]: the model indices ``targets`` (default: every model), validated."""
     k = observations.n_models
     if targets is None:
         return np.arange(k)
@@ -70,7 +75,7 @@ def leave_one_out_scores(
 ) -> LeaveOneOutScores:
     """Score every record with each model of ``targets`` (default: all) as the target."""
     attack = get_attack(method, **dict(params or {}))
-    targets_arr = _check_targets(observations, targets)
+    targets_arr = check_targets(observations, targets)
     scores = np.stack([np.asarray(attack.score(observations, int(t)), dtype=np.float64) for t in targets_arr])
     audited = ~observations.population_mask
     bad = ~np.isfinite(scores[:, audited])

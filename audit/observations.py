@@ -51,6 +51,7 @@ __all__ = [
     "from_named_statistics",
     "save_observations",
     "load_observations",
+    "run_directory",
     "import_lira_layout",
     "export_lira_layout",
     "check_export_target",
@@ -301,11 +302,32 @@ def _parse_metadata(path: Path, raw: np.ndarray | None) -> dict[str, Any]:
     return meta
 
 
+def _stored_observations(run: Path) -> list[Path]:
+    return [p for p in (run / "observations", run / "observations.npz") if p.exists()]
+
+
+def run_directory(path: str | os.PathLike) -> Path | None:
+    """The ``dpaudit run`` directory that ``path`` is, or whose observations ``path`` are;
+    None if it is neither.
+
+    A run directory (:mod:`audit.pipeline.rundir`) holds ``config.json`` beside its
+    observations: ``observations/`` (an :class:`ObservationRun`, black-box audits) or
+    ``observations.npz`` (white-box audits). A run that has no observations yet is none.
+    """
+    path = Path(path)
+    for run in (path, path.parent):
+        stored = _stored_observations(run)
+        if (run / "config.json").is_file() and stored and path in (run, *stored):
+            return run
+    return None
+
+
 def load_observations(path: str | os.PathLike) -> Observations:
     """Load and validate observations from an ``.npz`` file or a directory.
 
-    A directory is an :class:`ObservationRun`, or, without a ``manifest.json`` but with
-    ``experiment-*`` subdirectories, the LiRA reference layout (labels from ``y_train.npy``).
+    A directory is an :class:`ObservationRun`; a ``dpaudit run`` directory (its
+    observations are loaded, see :func:`run_directory`); or, with ``experiment-*``
+    subdirectories, the LiRA reference layout (labels from ``y_train.npy``).
 
     An interchange ``.npz`` needs only ``keep`` and ``logits`` (+ ``labels``) or ``stats``;
     arrays it does not know are ignored with a :class:`UserWarning` that names them.
@@ -313,9 +335,14 @@ def load_observations(path: str | os.PathLike) -> Observations:
     """
     path = Path(path)
     if path.is_dir():
-        if not (path / "manifest.json").exists() and any(path.glob("experiment-*")):
+        if (path / "manifest.json").exists():
+            return ObservationRun.open(path).load()
+        if run_directory(path) == path:
+            return load_observations(_stored_observations(path)[0])
+        if any(path.glob("experiment-*")):
             return import_lira_layout(path)
-        return ObservationRun.open(path).load()
+        raise InputError(f"{path}: no manifest.json (not an observations run), no config.json beside "
+                         "observations (not a dpaudit run directory) and no experiment-* (not a LiRA layout)")
     data = _read_npz(path)
     if "keep" not in data:
         raise InputError(f"{path}: missing array 'keep' (found {sorted(data)})")

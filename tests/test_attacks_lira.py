@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import math
+import re
 import statistics
+import warnings
 
 import numpy as np
 import pytest
 
 from audit.attacks import score_records
-from audit.attacks._common import lira_phi
+from audit.attacks._common import AttackWarning, lira_phi
+from audit.attacks.lira import MIN_VALUES_PER_RECORD, FewShadowsWarning
 from audit.errors import InputError
 from audit.observations import Observations
+from audit.stats.roc import tpr_at_fpr
 
 
 def _two_class(phi: np.ndarray) -> np.ndarray:
@@ -80,18 +84,23 @@ def _naive_lira(phi, keep, target, *, online, fixed):
     def logpdf(x, mu, sd):
         return -0.5 * ((x - mu) / sd) ** 2 - math.log(sd) - 0.5 * math.log(2 * math.pi)
 
+    def per_record(vals, flag):
+        """A record's own std; the pooled one when it has one value or all values equal."""
+        sd = statistics.pstdev(vals) if len(vals) > 1 else 0.0
+        return sd if sd > 0 else pooled(flag)
+
     out = []
     for r in range(records):
         total = 0.0
         for q in range(queries):
             ins = [phi[s, r, q] for s in shadows if keep[s, r]]
             outs = [phi[s, r, q] for s in shadows if not keep[s, r]]
-            mu_out, sd_out = statistics.median(outs), statistics.pstdev(outs)
+            mu_out, sd_out = statistics.median(outs), per_record(outs, False)
             if fixed:
                 sd_out = pooled(False)
             x = phi[target, r, q]
             if online:
-                mu_in, sd_in = statistics.median(ins), statistics.pstdev(ins)
+                mu_in, sd_in = statistics.median(ins), per_record(ins, True)
                 if fixed:
                     sd_in = pooled(True)
                 total += logpdf(x, mu_in, sd_in + 1e-30) - logpdf(x, mu_out, sd_out + 1e-30)
@@ -108,6 +117,7 @@ def test_lira_matches_naive_loop(online, fixed):
     models, records, queries, classes = 9, 12, 3, 4
     keep = rng.random((models, records)) < 0.45
     keep[:3] = [[True] * records, [False] * records, [True, False] * (records // 2)]  # both kinds always
+    keep[3:, 0] = True  # record 0: a single OUT shadow (model 1), so its own std is undefined
     logits = rng.normal(size=(models, records, queries, classes))
     labels = rng.integers(0, classes, size=records)
     obs = Observations(keep=keep, labels=labels, logits=logits)
@@ -115,7 +125,9 @@ def test_lira_matches_naive_loop(online, fixed):
     method = "lira-" + ("online" if online else "offline") + ("-fixed" if fixed else "")
     for target in (3, 7):  # shadows include models 0..2, so every record has IN and OUT shadows
         want = _naive_lira(phi, keep, target, online=online, fixed=fixed)
-        np.testing.assert_allclose(score_records(method, obs, target), want, rtol=1e-9, atol=1e-6)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FewShadowsWarning)  # 8 shadows: tested below
+            np.testing.assert_allclose(score_records(method, obs, target), want, rtol=1e-9, atol=1e-6)
 
 
 def test_missing_in_shadow_names_method_and_count():
@@ -148,3 +160,110 @@ def test_population_records_are_exempt_and_nan_online():
 def test_bad_target(target):
     with pytest.raises(InputError, match="target"):
         score_records("lira-online", _hand_fixture(), target)
+
+
+# --- degenerate per-record variances, and the warning that says when they are likely ----
+
+
+def test_a_single_out_value_takes_the_pooled_std():
+    # Shadows 1..4; record 0 is OUT in shadow 4 only. Its own std would be 0 (ddof 0), which
+    # made the offline score log Phi(+-1e30): 0 exactly for any target above the one value.
+    phi = np.array([[4.0, 0.0], [3.0, -1.0], [5.0, 1.0], [2.0, 2.0], [1.0, -2.0]])
+    keep = np.array([[0, 0], [1, 0], [1, 1], [1, 1], [0, 0]], bool)
+    obs = Observations(keep=keep, labels=np.zeros(2, int), logits=_two_class(phi)[:, :, None, :])
+    pooled_out = statistics.pstdev([1.0, -1.0, -2.0])  # every OUT value, records pooled
+    with pytest.warns(FewShadowsWarning):
+        got = score_records("lira-offline", obs, 0)
+    # record 1: OUT {-1, -2}: median -1.5, std 0.5, target 0
+    np.testing.assert_allclose(got, [_log_phi((4.0 - 1.0) / pooled_out), _log_phi(1.5 / 0.5)], atol=1e-12)
+    assert got[0] < 0  # no longer saturated at log Phi = 0
+
+
+def test_equal_values_take_the_pooled_std():
+    # record 0: OUT {1, 1} (std 0), IN {3, 3} (std 0); record 1 has spread
+    phi = np.array([[2.0, 0.0], [1.0, -1.0], [1.0, 1.0], [3.0, 2.0], [3.0, -2.0]])
+    keep = np.array([[0, 0], [0, 0], [0, 1], [1, 1], [1, 0]], bool)
+    obs = Observations(keep=keep, labels=np.zeros(2, int), logits=_two_class(phi)[:, :, None, :])
+    pooled_out = statistics.pstdev([1.0, 1.0, -1.0, -2.0])
+    pooled_in = statistics.pstdev([3.0, 3.0, 1.0, 2.0])
+    with pytest.warns(FewShadowsWarning):
+        offline = score_records("lira-offline", obs, 0)
+        online = score_records("lira-online", obs, 0)
+    assert offline[0] == pytest.approx(_log_phi(1.0 / pooled_out), abs=1e-12)
+
+    def logpdf(x, mu, sd):
+        return -0.5 * ((x - mu) / sd) ** 2 - math.log(sd)
+
+    assert online[0] == pytest.approx(logpdf(2.0, 3.0, pooled_in) - logpdf(2.0, 1.0, pooled_out), abs=1e-9)
+
+
+def _gaussian_audit(models: int, records: int, seed: int) -> Observations:
+    """phi ~ N(0, 1) for OUT, N(1, 1) for IN, independent; each record IN with probability 1/2."""
+    rng = np.random.default_rng(seed)
+    keep = rng.random((models, records)) < 0.5
+    keep[:2] = [[True] * records, [False] * records]  # targets 2.. : every record has IN and OUT shadows
+    phi = rng.normal(size=(models, records)) + keep
+    return Observations(keep=keep, labels=np.zeros(records, int), logits=_two_class(phi)[:, :, None, :])
+
+
+@pytest.mark.parametrize("method", ["lira-offline", "lira-online"])
+def test_one_out_shadow_no_longer_puts_a_record_on_top(method):
+    # K = 8 (7 shadows): about 1 record in 18 has a single OUT shadow. With its std of 0,
+    # offline scored it log Phi(+-1e30) (about 2/3 of them tied at 0, the top: 0% TPR at 1%
+    # FPR) and online +1e59 or so (always on top).
+    obs = _gaussian_audit(models=8, records=2000, seed=5)
+    targets = range(2, 8)
+    with pytest.warns(FewShadowsWarning):
+        scores = np.concatenate([score_records(method, obs, t) for t in targets])
+    members = np.concatenate([obs.keep[t] for t in targets])
+    single_out = np.concatenate([(~np.delete(obs.keep, t, axis=0)).sum(axis=0) == 1 for t in targets])
+    assert single_out.sum() > 300
+    top = scores >= np.quantile(scores, 0.99)
+    assert top[single_out].mean() < 0.05
+    assert (scores == scores.max()).mean() < 0.01  # what ties remain: two OUT values that nearly agree
+    assert tpr_at_fpr(scores, members, 0.01).tpr > 0.01
+
+
+@pytest.mark.parametrize("method, kinds", [("lira-offline", "OUT"), ("lira-online", "IN and")])
+def test_few_shadows_warning_names_attack_count_and_the_fixed_variant(method, kinds):
+    obs = _gaussian_audit(models=8, records=200, seed=1)
+    with pytest.warns(FewShadowsWarning) as caught:
+        score_records(method, obs, 3)
+    assert len(caught) == 1 and issubclass(caught[0].category, AttackWarning)
+    message = str(caught[0].message)
+    assert message.startswith(f"{method}: ") and f"{method}-fixed" in message
+    # 7 shadows, each record OUT in about half: a median of 3 or 4 values
+    count = re.search(r"from only (\d+(?:\.\d+)?) (IN|OUT)", message)
+    assert count and 2 <= float(count.group(1)) <= 5 and kinds.split()[0] in message
+    assert f"fewer than {MIN_VALUES_PER_RECORD}" in message and "Carlini" in message
+
+
+@pytest.mark.parametrize("method", ["lira-offline", "lira-online", "lira-offline-fixed", "lira-online-fixed"])
+def test_no_warning_with_many_shadows_or_a_fixed_variance(method):
+    many = _gaussian_audit(models=2 * MIN_VALUES_PER_RECORD + 20, records=40, seed=2)
+    few = _gaussian_audit(models=8, records=40, seed=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FewShadowsWarning)
+        score_records(method, many, 3)
+        if method.endswith("-fixed"):  # pooled variances: no per-record variance to warn about
+            score_records(method, few, 3)
+
+
+def _with_out_counts(out_counts) -> Observations:
+    """Model 0 the target; record r is OUT in the first ``out_counts[r]`` of 41 shadows."""
+    models, records = 42, len(out_counts)
+    keep = np.ones((models, records), bool)
+    for r, n_out in enumerate(out_counts):
+        keep[1:1 + n_out, r] = False
+    phi = np.random.default_rng(0).normal(size=(models, records))
+    return Observations(keep=keep, labels=np.zeros(records, int), logits=_two_class(phi)[:, :, None, :])
+
+
+def test_warning_threshold_is_the_median_record():
+    at = [MIN_VALUES_PER_RECORD + d for d in range(-4, 5)]  # median exactly MIN_VALUES_PER_RECORD
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FewShadowsWarning)
+        score_records("lira-offline", _with_out_counts(at), 0)
+    below = [n - 1 for n in at]
+    with pytest.warns(FewShadowsWarning, match=f"from only {MIN_VALUES_PER_RECORD - 1} OUT"):
+        score_records("lira-offline", _with_out_counts(below), 0)

@@ -61,6 +61,20 @@ def test_leave_one_out_pools_every_target_and_skips_population():
         evaluate_attack(obs, "loss", targets=[4])
 
 
+def test_per_target_audited_records_pool_target_by_target():
+    # the pipeline's analysis audits other records for each target (audit.pipeline.analysis.leave_one_out)
+    scores = np.array([[0.9, np.nan, 0.2, 0.4], [np.nan, 0.8, 0.1, np.nan]])
+    members = np.array([[1, 0, 0, 1], [0, 1, 0, 0]], bool)
+    audited = ~np.isnan(scores)
+    loo = LeaveOneOutScores("hand", np.array([0, 1]), scores, members, audited)
+    pooled_scores, pooled_members = loo.pooled()
+    np.testing.assert_array_equal(pooled_scores, [0.9, 0.2, 0.4, 0.8, 0.1])
+    np.testing.assert_array_equal(pooled_members, [1, 0, 1, 1, 0])
+    ev = summarize_scores(loo)
+    assert (ev.members, ev.non_members) == (3, 2)
+    assert ev.auc == pytest.approx(_mann_whitney(pooled_scores, pooled_members))
+
+
 def test_lira_beats_loss_at_low_fpr_on_synthetic():
     obs = synthetic_observations(np.random.default_rng(0), n_models=16, n_records=500)
     ev = evaluate_attacks(obs, ["loss", "lira-online", "lira-offline"], fprs=(0.01, 0.001))

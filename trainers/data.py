@@ -127,7 +127,8 @@ def standardise(x: np.ndarray) -> np.ndarray:
     return ((x - x.mean(axis=0)) / std).astype(np.float32)
 
 
-def _subsample(ds: Dataset, n: int | None, seed: int) -> Dataset:
+def subsample(ds: Dataset, n: int | None, seed: int) -> Dataset:
+    """``n`` records of ``ds`` drawn without replacement from ``seed`` (all when ``n`` is None), in file order."""
     if n is None:
         return ds
     if not isinstance(n, (int, np.integer)) or not 0 < n <= len(ds):
@@ -147,7 +148,7 @@ def _load_randhie(*, seed: int, n: int | None = None, mdvis_bins: Sequence[float
     features = [c for c in frame.columns if c != "mdvis"]
     x = standardise(frame[features].to_numpy())
     ds = Dataset(x=x, y=y, n_classes=len(edges) + 1, name="randhie", feature_names=tuple(features))
-    return _subsample(ds, n, seed)
+    return subsample(ds, n, seed)
 
 
 def _load_fair(*, seed: int, n: int | None = None) -> Dataset:
@@ -158,7 +159,7 @@ def _load_fair(*, seed: int, n: int | None = None) -> Dataset:
     features = [c for c in frame.columns if c != "affairs"]
     x = standardise(frame[features].to_numpy())
     ds = Dataset(x=x, y=y, n_classes=2, name="fair", feature_names=tuple(features))
-    return _subsample(ds, n, seed)
+    return subsample(ds, n, seed)
 
 
 def make_purchase(
@@ -201,7 +202,7 @@ def _load_digits(*, seed: int, n: int | None = None) -> Dataset:
     bunch = load_digits()
     x = (bunch.images / 16.0).astype(np.float32)[:, None, :, :]
     ds = Dataset(x=x, y=bunch.target.astype(np.int64), n_classes=10, name="digits")
-    return _subsample(ds, n, seed)
+    return subsample(ds, n, seed)
 
 
 register_loader("randhie", _load_randhie)

@@ -9,6 +9,13 @@ from audit.errors import InputError
 from audit.observations import Observations
 
 
+class AttackWarning(UserWarning):
+    """A score was computed, but on a footing the caller should know about (too few shadows).
+
+    The pipeline records these in ``report.json`` (``attacks.<name>.warnings``).
+    """
+
+
 def check_target(observations: Observations, target: int, *, method: str, min_shadows: int = 1) -> np.ndarray:
     """Validate ``target``; return the shadow model indices (int[models - 1])."""
     k = observations.n_models

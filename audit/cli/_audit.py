@@ -127,6 +127,10 @@ def execute(config_path: str, overrides, *, resume: bool, progress: bool, gate_m
     click.echo(v["message"])
     for line in attack_lines(report):
         click.echo(f"  {line}")
+    from audit.report.fields import attack_warnings
+
+    for message in attack_warnings(report):
+        _warn(message)
     if config.gate.model_name:
         from audit.tracking import gate_model as gate
 

@@ -1,7 +1,10 @@
-"""``dpaudit evaluate``: leave-one-out evaluation of attacks on an observations file.
+"""``dpaudit evaluate``: leave-one-out evaluation of attacks on observations.
 
 Prints a table (AUC, TPR at FPR 10%, 1%, 0.1%, 0.01% with Clopper-Pearson intervals)
-or, with ``--json``, exactly one JSON object keyed by method.
+or, with ``--json``, exactly one JSON object keyed by method. On a ``dpaudit run``
+directory the attacks are scored as its analysis scored them, at its FPRs and
+confidence, so the figures are those of its ``report.json``
+(:class:`audit.cli._observations.Source`).
 """
 
 from __future__ import annotations
@@ -10,19 +13,9 @@ import json
 
 import click
 
+from audit.cli._observations import OBSERVATIONS_HELP
 from audit.cli.attack import METHODS_HELP
 from audit.errors import InputError
-
-
-def _default_methods(observations) -> tuple[str, ...]:
-    from audit.attacks import LOGIT_METHODS, WHITE_BOX_METHODS
-
-    methods: tuple[str, ...] = ()
-    if observations.logits is not None:
-        methods += LOGIT_METHODS
-    if observations.stats is not None:
-        methods += WHITE_BOX_METHODS
-    return methods
 
 
 def _fmt_pct(f: float) -> str:
@@ -51,46 +44,50 @@ def _table(results: dict, skipped: dict, n_models: int) -> str:
 
 @click.command("evaluate")
 @click.option("--observations", "observations_path", required=True,
-              help="Observations .npz or run directory.")
+              help=f"{OBSERVATIONS_HELP}. On a dpaudit run directory the attacks are scored as its "
+                   "analysis scored them, at its FPRs, so the figures equal its report.json.")
 @click.option("--methods", default=None,
-              help=f"Comma-separated attack names ({METHODS_HELP}); default: every attack the "
-                   "observations support (those that cannot run are listed as skipped).")
-@click.option("--confidence", default=0.95, show_default=True, type=float,
-              help="Confidence level of the TPR intervals.")
+              help=f"Comma-separated attack names ({METHODS_HELP}); on a white-box dpaudit run also its "
+                   "canary statistics; default: every attack the observations support (those that cannot "
+                   "run are listed as skipped), on a white-box run its canary statistics.")
+@click.option("--confidence", default=None, type=float,
+              help="Confidence level of the TPR intervals [default: 0.95, on a dpaudit run its confidence].")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object keyed by method.")
 @click.option("--plot", default=None, help="Also write a log-log ROC figure (PNG) to this path.")
-def command(observations_path: str, methods: str | None, confidence: float, as_json: bool,
+def command(observations_path: str, methods: str | None, confidence: float | None, as_json: bool,
             plot: str | None) -> int:
     """Evaluate attacks leave-one-out: each model is the target, the others its shadows."""
-    from audit.attacks import available_attacks
-    from audit.cli._observations import describe_layout, layout_names, load
+    from audit.cli._observations import describe_layout, layout_names, load_source, warnings_on_stderr
     from audit.cli._paths import output_file
-    from audit.evaluation import evaluate_attack, plot_roc
+    from audit.evaluation import plot_roc
 
+    if confidence is not None and not 0.0 < confidence < 1.0:
+        raise InputError(f"--confidence: expected a value in (0, 1), got {confidence}")
+    if plot:
+        output_file("--plot", plot, "PNG")
+    source = load_source(observations_path)
+    observations = source.observations
     explicit = methods is not None
     if explicit:
         names = tuple(m.strip() for m in methods.split(",") if m.strip())
-        known = available_attacks()
+        known = source.known_methods()
         unknown = [m for m in names if m not in known]
         if not names or unknown:
             raise InputError(f"--methods: unknown attack method(s) {unknown or [methods]}; "
                              f"expected names from {', '.join(known)}")
-    if not 0.0 < confidence < 1.0:
-        raise InputError(f"--confidence: expected a value in (0, 1), got {confidence}")
-    if plot:
-        output_file("--plot", plot, "PNG")
-    observations = load(observations_path)
-    if not explicit:
-        names = _default_methods(observations)
+    else:
+        names = source.default_methods()
+    confidence = source.confidence if confidence is None else confidence
 
     results, skipped = {}, {}
-    for name in names:
-        try:
-            results[name] = evaluate_attack(observations, name, confidence=confidence)
-        except InputError as err:
-            if explicit:
-                raise
-            skipped[name] = str(err)
+    with warnings_on_stderr():
+        for name in names:
+            try:
+                results[name] = source.evaluate(name, confidence=confidence)
+            except InputError as err:
+                if explicit:
+                    raise
+                skipped[name] = str(err)
     if not results:
         raise InputError(f"{observations_path}: no attack could run ({'; '.join(skipped.values())})")
     if plot:
@@ -101,6 +98,8 @@ def command(observations_path: str, methods: str | None, confidence: float, as_j
         click.echo(json.dumps(payload))
     else:
         click.echo(_table(results, skipped, observations.n_models))
+        if source.protocol() is not None:
+            click.echo(source.protocol())
         names = layout_names(observations)
         if names is not None:
             click.echo(f"each model in turn is the target; LiRA layout {observations_path}: {describe_layout(names)}")

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import click
 
+from audit.cli._observations import OBSERVATIONS_HELP
+
 from audit.errors import InputError
 
 
 @click.command("export")
-@click.option("--observations", "observations_path", required=True,
-              help="Observations .npz, run directory or LiRA layout.")
+@click.option("--observations", "observations_path", required=True, help=OBSERVATIONS_HELP + ".")
 @click.option("--out", required=True, help="New (or empty) directory for the layout.")
 @click.option("--epoch", default=0, show_default=True, type=int,
               help="Epoch in the logits file name, logits/<epoch>.npy (%010d).")

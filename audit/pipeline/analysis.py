@@ -3,7 +3,9 @@ bounds on the target model, and estimates beside them (never deciding)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import warnings
 
 import numpy as np
 
@@ -45,11 +47,12 @@ def _records(observations, index: np.ndarray):
     )
 
 
-def scores_for_target(observations, method: str, target: int, keep: np.ndarray):
+def scores_for_target(observations, method: str, target: int, keep: np.ndarray, **params):
     """(scores: float[auditable], members: bool[auditable]) of the canaries against ``target``.
 
     ``keep: bool[models, canaries]``; the canaries are the first records of the
-    observations, the population the rest.
+    observations, the population the rest. The attack sees the auditable canaries and the
+    population only (its references); ``params`` are the attack's own.
     """
     from audit.attacks import score_records
 
@@ -57,7 +60,41 @@ def scores_for_target(observations, method: str, target: int, keep: np.ndarray):
     use = np.flatnonzero(auditable(keep, target))
     population = np.arange(m, observations.keep.shape[1])
     sub = _records(observations, np.r_[use, population])
-    return score_records(method, sub, target)[: use.size], keep[target, use]
+    return score_records(method, sub, target, **params)[: use.size], keep[target, use]
+
+
+def leave_one_out(observations, method: str, keep: np.ndarray, *, targets=None, params=None):
+    """:class:`audit.evaluation.LeaveOneOutScores` of ``method``, each model of ``targets``
+    (default: every model) in turn the target, as :func:`attack_table` pools them.
+
+    ``keep: bool[models, canaries]`` as in :func:`scores_for_target`. Row ``t`` holds the
+    scores of the canaries auditable for target ``t``; the other canaries and the
+    population records are NaN and not audited (they enter no ROC).
+    """
+    from audit.evaluation import LeaveOneOutScores, check_targets
+
+    targets = check_targets(observations, targets)
+    m = keep.shape[1]
+    shape = (targets.size, observations.keep.shape[1])
+    scores, audited, members = np.full(shape, np.nan), np.zeros(shape, bool), np.zeros(shape, bool)
+    for row, target in enumerate(targets):
+        use = auditable(keep, int(target))
+        scores[row, :m][use] = scores_for_target(observations, method, int(target), keep, **dict(params or {}))[0]
+        audited[row, :m], members[row, :m] = use, keep[target]
+    return LeaveOneOutScores(method, targets, scores, members, audited)
+
+
+def stored_keep(observations) -> np.ndarray:
+    """``keep: bool[models, canaries]`` of a black-box run's stored observations, whose
+    records are the canaries, then the population (marked in its population mask)."""
+    from audit.errors import InputError
+
+    population = observations.population
+    m = 0 if population is None else int((~population).sum())
+    if population is None or m == 0 or population[:m].any():
+        raise InputError("observations: not those of a black-box dpaudit run (expected canaries first, "
+                         "then the population records its population mask marks)")
+    return observations.keep[:, :m]
 
 
 def _summary(config: AuditConfig, scores: np.ndarray, members: np.ndarray, targets: int) -> dict:
@@ -74,15 +111,35 @@ def _summary(config: AuditConfig, scores: np.ndarray, members: np.ndarray, targe
     }
 
 
+@contextlib.contextmanager
+def _attack_warnings():
+    """Yield a list that receives the messages of the ``AttackWarning``s raised inside, the
+    first of each kind (with leave-one-out, model 0's); other warnings go on as they came."""
+    from audit.attacks._common import AttackWarning
+
+    messages: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", AttackWarning)
+        yield messages
+    kinds = set()
+    for w in caught:
+        if not issubclass(w.category, AttackWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+        elif w.category not in kinds:
+            kinds.add(w.category)
+            messages.append(str(w.message))
+
+
 def attack_table(config: AuditConfig, observations, keep: np.ndarray) -> dict:
-    """``{method: {auc, n_members, n_nonmembers, tpr_at_fpr[...], roc}}``: leave-one-out,
-    each model in turn the target and the others its shadows, pooled over targets."""
+    """``{method: {auc, n_members, n_nonmembers, tpr_at_fpr[...], roc, warnings}}``:
+    leave-one-out, each model in turn the target and the others its shadows, pooled over
+    targets. ``warnings`` holds what the attack warned about (e.g. per-record variances on
+    too few shadows), once per kind."""
     out = {}
     for method in config.audit.attacks:
-        pairs = [scores_for_target(observations, method, k, keep) for k in range(keep.shape[0])]
-        scores = np.concatenate([p[0] for p in pairs])
-        members = np.concatenate([p[1] for p in pairs])
-        out[method] = _summary(config, scores, members, keep.shape[0])
+        with _attack_warnings() as caught:
+            scores, members = leave_one_out(observations, method, keep).pooled()
+        out[method] = _summary(config, scores, members, keep.shape[0]) | {"warnings": caught}
     return out
 
 

@@ -29,11 +29,11 @@ class AuditData:
 
 
 def _load(config: AuditConfig):
-    from trainers.data import load_dataset, load_user_data
+    from trainers.data import load_dataset, load_user_data, subsample
 
     d = config.data
-    if d.path:
-        return load_user_data(d.path, features=d.features or None, label=d.label)
+    if d.path:  # data.n subsamples a user's file as it does a shipped dataset
+        return subsample(load_user_data(d.path, features=d.features or None, label=d.label), d.n, config.seed)
     size = {} if d.n is None else {"n": d.n}
     return load_dataset(d.name, seed=config.seed, **size)
 

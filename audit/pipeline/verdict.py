@@ -99,10 +99,11 @@ def _figures(attacks: dict, bounds: list[dict], at_fpr: float) -> str:
     _, lb, power = _best(bounds)
     parts = [f"epsilon lower bound {lb:.3f}" + (f" (the audit could show at most {power:.3f})" if power else "")]
     rows = [(row["tpr"], name, attack["auc"]) for name, attack in attacks.items()
-            for row in attack.get("tpr_at_fpr", []) if math.isclose(row["target_fpr"], at_fpr, rel_tol=1e-9)]
+            for row in attack.get("tpr_at_fpr", []) if math.isclose(row["target_fpr"], at_fpr, rel_tol=1e-9)
+            and row["n_nonmembers"] * at_fpr >= 1]  # fewer non-members cannot measure this FPR
     if rows:
         tpr, name, auc = max(rows)
-        parts.append(f"strongest attack at {at_fpr:.2%} FPR: {name}, TPR {tpr:.2%} (AUC {auc:.3f})")
+        parts.append(f"strongest attack at {at_fpr * 100:g}% FPR: {name}, TPR {tpr:.2%} (AUC {auc:.3f})")
     return "; ".join(parts)
 
 

@@ -186,6 +186,7 @@ def _attacks_section(report: Mapping[str, Any], figure: str | None) -> list[Bloc
     out.append(Table(header, rows))
     if any("*" in cell for row in rows for cell in row[2:-1]):
         out.append(Paragraph("* target FPR below 1/(non-members): the TPR is read at zero false positives."))
+    out += [Paragraph(message, lead="Warning:") for message in F.attack_warnings(report)]
     if figure:
         out.append(Image(figure, "log-log ROC of every attack"))
     return out
@@ -266,21 +267,30 @@ def report_blocks(report: Mapping[str, Any], *, roc_figure: str | None = None,
 
 
 def comparison_blocks(summaries: Sequence[F.RunSummary], front_tpr: Sequence[bool],
-                      front_eps: Sequence[bool], figure: str | None = None) -> list[Block]:
+                      front_eps: Sequence[bool], figure: str | None = None,
+                      settings: Sequence[str] | None = None) -> list[Block]:
+    """The comparison; ``settings[i]`` (what sets run ``i`` apart, as the figure labels it)
+    gets its own column when it says more than the run names."""
+    names = [s.name for s in summaries]
+    with_setting = settings is not None and list(settings) != names
     rows = []
-    for s, on_tpr, on_eps in zip(summaries, front_tpr, front_eps):
+    for k, (s, on_tpr, on_eps) in enumerate(zip(summaries, front_tpr, front_eps)):
         tpr = fmt.pct_interval(s.tpr, s.tpr_interval)
         marks = [m for m, on in (("TPR", on_tpr), ("epsilon", on_eps)) if on]
-        rows.append((s.name, s.mode or fmt.MISSING, _eps(s.claimed_epsilon), _eps(s.epsilon_lower_bound),
+        rows.append((s.name, *((settings[k],) if with_setting else ()), s.mode or fmt.MISSING,
+                     _eps(s.claimed_epsilon), _eps(s.epsilon_lower_bound),
                      tpr, s.attack or fmt.MISSING, fmt.num(s.auc), fmt.pct(s.test_accuracy),
                      s.decision or fmt.MISSING, ", ".join(marks) or fmt.MISSING))
     blocks: list[Block] = [
         Heading("Audit comparison", 1),
         Paragraph(f"{len(summaries)} runs. For each run, the strongest attack is the one with the highest "
                   "TPR at 0.1% FPR; its AUC is shown beside it. The epsilon lower bound is the best "
-                  "guaranteed bound of the run (estimates are left out)."),
-        Table(("run", "mode", "claimed epsilon", "best epsilon lower bound", "TPR at 0.1% FPR",
-               "strongest attack", "AUC (same attack)", "test accuracy", "verdict", "Pareto front"),
+                  "guaranteed bound of the run (estimates are left out)."
+                  + (" The setting column gives each run's values of the config keys that differ "
+                     "among the runs; the figure labels the runs with it." if with_setting else "")),
+        Table(("run", *(("setting",) if with_setting else ()), "mode", "claimed epsilon",
+               "best epsilon lower bound", "TPR at 0.1% FPR", "strongest attack", "AUC (same attack)",
+               "test accuracy", "verdict", "Pareto front"),
               tuple(rows)),
         Paragraph("Pareto front: no other run has a test accuracy at least as high and a leakage at most as "
                   "low (TPR at 0.1% FPR, or epsilon lower bound), one of them strictly. Runs missing either "

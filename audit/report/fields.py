@@ -165,6 +165,7 @@ class Attack:
     points: tuple[OperatingPoint, ...]
     roc_fpr: tuple[float, ...]
     roc_tpr: tuple[float, ...]
+    warnings: tuple[str, ...] = ()
 
     def at(self, target_fpr: float) -> OperatingPoint | None:
         for p in self.points:
@@ -175,6 +176,12 @@ class Attack:
     def tpr_at(self, target_fpr: float) -> float | None:
         p = self.at(target_fpr)
         return None if p is None else p.tpr
+
+    def measurable(self, target_fpr: float) -> bool:
+        """Whether enough non-members were scored to measure an FPR of ``target_fpr`` at all
+        (at least 1/target_fpr); below that the "TPR at target_fpr" is the TPR at zero false
+        positives, and no headline quotes it."""
+        return self.n_nonmembers is None or self.n_nonmembers * target_fpr >= 1
 
 
 def _count(value: Any, field: str) -> int | None:
@@ -214,6 +221,15 @@ def _curve(roc: Mapping[str, Any], field: str) -> tuple[tuple[float, ...], tuple
     return tuple(p[0] for p in pairs), tuple(p[1] for p in pairs)
 
 
+def _messages(value: Any, field: str) -> tuple[str, ...]:
+    """A list of warning sentences; ``()`` when missing or null."""
+    if value is None:
+        return ()
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise InputError(f"{field}: expected a list of messages, got {value!r}")
+    return tuple(value)
+
+
 def attacks(report: Mapping[str, Any]) -> list[Attack]:
     """Every attack in the report, in report order."""
     out = []
@@ -244,13 +260,20 @@ def attacks(report: Mapping[str, Any]) -> list[Attack]:
             points=tuple(points),
             roc_fpr=roc_fpr,
             roc_tpr=roc_tpr,
+            warnings=_messages(entry.get("warnings"), f"{field}.warnings"),
         ))
     return out
 
 
+def attack_warnings(report: Mapping[str, Any]) -> list[str]:
+    """The attacks' warnings (each message names its attack), in report order, without repeats."""
+    return list(dict.fromkeys(w for a in attacks(report) for w in a.warnings))
+
+
 def strongest_attack(report: Mapping[str, Any], target_fpr: float = HEADLINE_FPR) -> Attack | None:
-    """The attack with the highest TPR at ``target_fpr`` (ties: higher AUC); ``None`` if none reports it."""
-    candidates = [a for a in attacks(report) if finite(a.tpr_at(target_fpr))]
+    """The attack with the highest TPR at ``target_fpr`` (ties: higher AUC); ``None`` if none
+    reports it with enough non-members to measure that FPR."""
+    candidates = [a for a in attacks(report) if finite(a.tpr_at(target_fpr)) and a.measurable(target_fpr)]
     if not candidates:
         return None
     return max(candidates, key=lambda a: (a.tpr_at(target_fpr), a.auc if finite(a.auc) else -math.inf))

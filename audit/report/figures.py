@@ -6,7 +6,9 @@ and figures are bare ``Figure`` objects (Agg canvas), so pyplot's global state i
 
 from __future__ import annotations
 
+import bisect
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 from audit.report import fields as F
@@ -25,11 +27,68 @@ def roc_floor(attacks: Sequence[F.Attack]) -> float:
     return min(ROC_FLOOR, 1.0 / max(sizes)) if sizes else ROC_FLOOR
 
 
+@dataclass(frozen=True)
+class RocSteps:
+    """An attack's ROC as the step function a deterministic threshold attains, ready for
+    log axes (matplotlib ``drawstyle="steps-post"``).
+
+    ``(xs[i], ys[i])`` are the vertices where the TPR rises: from ``xs[i]`` up to
+    ``xs[i + 1]`` the TPR is ``ys[i]``, the TPR of the largest threshold whose FPR does not
+    exceed that FPR, which is what the markers (``tpr_at_fpr``) report. Every ``ys`` is
+    positive: where the TPR is 0 (FPR below ``zero_below``) nothing is drawn, since 0 has
+    no place on a log axis. ``xs[0]`` is the left edge when the TPR is already positive there.
+    """
+
+    xs: tuple[float, ...]
+    ys: tuple[float, ...]
+    zero_below: float | None  # TPR = 0 for every FPR below this; None when positive from the left edge
+
+    def tpr_at(self, fpr: float) -> float:
+        """The drawn TPR at ``fpr`` (0 left of the first vertex)."""
+        i = bisect.bisect_right(self.xs, fpr) - 1
+        return self.ys[i] if i >= 0 else 0.0
+
+
+def roc_steps(attack: F.Attack, left: float) -> RocSteps:
+    """The step function of ``attack``'s ROC vertices from ``left`` to FPR 1.
+
+    The vertices are the report's (possibly thinned) ROC points and the operating points
+    behind the markers (each a vertex: the rates of one threshold), so the drawn curve
+    passes through every marker even when thinning dropped its vertex.
+    """
+    vertices = sorted({*zip(attack.roc_fpr, attack.roc_tpr),
+                       *((p.fpr, p.tpr) for p in attack.points if F.finite(p.fpr) and F.finite(p.tpr))})
+    xs: list[float] = []
+    ys: list[float] = []
+    best = 0.0  # the TPR so far: the step function is non-decreasing
+    for fpr, tpr in vertices:
+        if tpr <= best:
+            continue
+        best = tpr
+        if fpr <= left:  # already reached at the left edge
+            xs, ys = [left], [tpr]
+        else:
+            xs.append(fpr)
+            ys.append(tpr)
+    if not xs:
+        return RocSteps((), (), 1.0)
+    if xs[-1] < 1.0:
+        xs.append(1.0)  # carry the last level to the right edge
+        ys.append(ys[-1])
+    zero_below = None if xs[0] <= left else xs[0]
+    return RocSteps(tuple(xs), tuple(ys), zero_below)
+
+
 def plot_roc(attacks: Sequence[F.Attack], *, title: str | None = None) -> "Figure | None":
     """Log-log ROC of every attack with its TPR-at-FPR points and intervals; ``None`` if no curve.
 
     Both axes are logarithmic from :func:`roc_floor` to 1, as argued by Carlini et al.
-    (2022): leakage of a few records shows only at low FPR. Rates of 0 are drawn on the floor.
+    (2022): leakage of a few records shows only at low FPR. Each curve is the step function
+    of its ROC vertices (:func:`roc_steps`): a threshold attains only the vertices, and a
+    block of tied scores is a horizontal run then a jump, never a chord, so every marker
+    lies on its curve. A TPR of 0 cannot be drawn on a log axis: the curve starts at its
+    first positive TPR and the legend says below which FPR the TPR is 0; a marker of TPR 0
+    is a triangle on the lower edge, its interval rising from there.
     """
     from matplotlib.figure import Figure
 
@@ -37,37 +96,49 @@ def plot_roc(attacks: Sequence[F.Attack], *, title: str | None = None) -> "Figur
     if not drawable:
         return None
     floor = roc_floor(drawable)
+    targets = [p.target_fpr for a in drawable for p in a.points if F.finite(p.tpr) and p.target_fpr > 0]
+    left = min([floor, *targets])
     fig = Figure(figsize=(5.5, 6.8), layout="constrained")
     ax = fig.add_subplot()
     ax.set_xscale("log")
     ax.set_yscale("log")
     nonmembers = [a.n_nonmembers for a in drawable if a.n_nonmembers]
-    if nonmembers and 1.0 / min(nonmembers) > floor:
-        ax.axvspan(floor, 1.0 / min(nonmembers), color="0.92", zorder=0,
+    if nonmembers and 1.0 / min(nonmembers) > left:
+        ax.axvspan(left, 1.0 / min(nonmembers), color="0.92", zorder=0,
                    label="FPR < 1/non-members: read at zero false positives")
-    ax.plot([floor, 1.0], [floor, 1.0], color="0.4", linestyle=":", linewidth=1, label="chance (TPR = FPR)")
-    interval_labelled = False
+    ax.plot([left, 1.0], [left, 1.0], color="0.4", linestyle=":", linewidth=1, label="chance (TPR = FPR)")
+    interval_labelled = zero_labelled = False
     for i, attack in enumerate(drawable):
         color = f"C{i % 10}"
-        if attack.roc_fpr:
-            xs = [max(x, floor) for x in attack.roc_fpr]
-            ys = [max(y, floor) for y in attack.roc_tpr]
-            ax.plot(xs, ys, color=color, linewidth=1.6, label=f"{attack.name} (AUC {fmt.num(attack.auc)})")
+        label = f"{attack.name} (AUC {fmt.num(attack.auc)}"
+        steps = roc_steps(attack, left) if attack.roc_fpr else None
+        if steps is not None and steps.zero_below is not None:
+            label += f"; TPR = 0 below FPR {fmt.pct(steps.zero_below)}"
+        label += ")"
+        if steps is not None and steps.xs:
+            ax.plot(steps.xs, steps.ys, drawstyle="steps-post", color=color, linewidth=1.6, label=label,
+                    gid=f"roc:{attack.name}")
         else:
-            ax.plot([], [], color=color, label=f"{attack.name} (AUC {fmt.num(attack.auc)})")
+            ax.plot([], [], color=color, label=label)
         for p in attack.points:
             if not F.finite(p.tpr) or p.target_fpr <= 0:
                 continue
-            y = max(p.tpr, floor)
+            zero = p.tpr <= 0
+            y = floor if zero else p.tpr
             yerr = None
             if p.interval is not None:
                 lo, hi = max(p.interval[0], floor), max(p.interval[1], floor)
                 yerr = [[max(y - lo, 0.0)], [max(hi - y, 0.0)]]
-            label = None if interval_labelled else "TPR at fixed FPR, with interval"
-            interval_labelled = True
-            ax.errorbar([max(p.target_fpr, floor)], [y], yerr=yerr, fmt="o", markersize=3.5,
-                        color=color, capsize=2, linewidth=1, label=label, clip_on=False, zorder=3)
-    ax.set_xlim(floor, 1.0)
+            if zero:
+                label = None if zero_labelled else "TPR = 0 at that FPR (on the lower edge), with interval"
+                zero_labelled = True
+            else:
+                label = None if interval_labelled else "TPR at fixed FPR, with interval"
+                interval_labelled = True
+            ax.errorbar([p.target_fpr], [y], yerr=yerr, fmt="v" if zero else "o", markersize=4.5 if zero else 3.5,
+                        color=color, capsize=2, linewidth=1, label=label, clip_on=False, zorder=3,
+                        gid=f"{'zero' if zero else 'point'}:{attack.name}:{p.target_fpr!r}")
+    ax.set_xlim(left, 1.0)
     ax.set_ylim(floor, 1.0)
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
@@ -131,10 +202,86 @@ def plot_epsilon(bounds: Sequence[F.Bound], estimates: Sequence[F.Bound], *,
     return fig
 
 
-def _panel(ax, summaries: Sequence[F.RunSummary], xs, ys, front: Sequence[bool], ylabel: str) -> list[str]:
-    """One privacy-utility scatter; returns the names that could not be placed."""
-    placed = [i for i in range(len(summaries)) if F.finite(xs[i]) and F.finite(ys[i])]
-    missing = [summaries[i].name for i in range(len(summaries)) if i not in placed]
+def _percent_ticks(axis) -> None:
+    """Evenly spaced percent ticks on a rate axis (values in [0, 1]): steps of 1, 2 or 5
+    times a power of ten, every label with the decimals its step needs and no more, so
+    labels never round unevenly ("66%, 68%, 70%"; "0.05%, 0.10%, 0.15%")."""
+    from matplotlib.ticker import Formatter, MaxNLocator
+
+    class Percent(Formatter):
+        decimals = 0
+
+        def set_locs(self, locs):
+            super().set_locs(locs)
+            gaps = [b - a for a, b in zip(locs[:-1], locs[1:]) if b > a]
+            step = 100 * min(gaps) if gaps else 1.0
+            self.decimals = max(0, -math.floor(math.log10(step) + 1e-6))
+
+        def __call__(self, x, pos=None):
+            return f"{round(100 * x, self.decimals) + 0.0:.{self.decimals}f}%"  # + 0.0: no "-0%"
+
+    axis.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 5, 10]))
+    axis.set_major_formatter(Percent())
+
+
+# Where a point's label may go, in points from the point, nearest first: (dx, dy, ha, va).
+_LABEL_OFFSETS = tuple((dx * r, dy * r, ha, va) for r in (1.0, 2.5, 4.0) for dx, dy, ha, va in (
+    (5, 5, "left", "bottom"), (5, -5, "left", "top"), (-5, 5, "right", "bottom"), (-5, -5, "right", "top"),
+    (0, 8, "center", "bottom"), (0, -8, "center", "top"), (9, 0, "left", "center"), (-9, 0, "right", "center")))
+
+
+def _overlap(a, b) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+def _place_labels(ax, points: Sequence[tuple[float, float]], texts: Sequence[str], taken: list) -> list | None:
+    """Annotate each point (data coordinates) with its text where the text stays inside the
+    axes and overlaps no marker and no box in ``taken`` (display boxes, extended as labels
+    are placed). Greedy, nearest place first, tried in a few orders of the points. Returns
+    the annotations, or ``None``, with none left drawn, when some label finds no free place.
+    Call once the figure's layout is final."""
+    orders = [list(range(len(points))),
+              sorted(range(len(points)), key=lambda k: points[k]),
+              sorted(range(len(points)), key=lambda k: points[k], reverse=True)]
+    for order in orders:
+        placed = _place_in_order(ax, points, texts, taken, order)
+        if placed is not None:
+            return placed
+    return None
+
+
+def _place_in_order(ax, points, texts, taken: list, order: Sequence[int]) -> list | None:
+    from matplotlib.transforms import Bbox
+
+    frame = ax.get_window_extent()
+    radius = 6 * ax.figure.dpi / 72  # a marker's half-width in display units
+    markers = [Bbox.from_extents(x - radius, y - radius, x + radius, y + radius)
+               for x, y in (ax.transData.transform(p) for p in points)]
+    placed = []
+    for k in order:
+        point, text = points[k], texts[k]
+        others = [m for j, m in enumerate(markers) if j != k]
+        for dx, dy, ha, va in _LABEL_OFFSETS:
+            note = ax.annotate(text, point, xytext=(dx, dy), textcoords="offset points", ha=ha, va=va,
+                               fontsize="small")
+            box = note.get_window_extent().padded(2)
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            if inside and not any(_overlap(box, b) for b in (*taken, *others)):
+                placed.append(note)
+                taken.append(box)
+                break
+            note.remove()
+        else:
+            for note in placed:
+                note.remove()
+            del taken[len(taken) - len(placed):]
+            return None
+    return placed
+
+
+def _panel(ax, xs, ys, front: Sequence[bool], ylabel: str) -> list[int]:
+    """One privacy-utility scatter, unlabelled; returns the indices of the runs placed."""
+    placed = [i for i in range(len(xs)) if F.finite(xs[i]) and F.finite(ys[i])]
     on = [i for i in placed if front[i]]
     off = [i for i in placed if not front[i]]
     if off:
@@ -145,39 +292,53 @@ def _panel(ax, summaries: Sequence[F.RunSummary], xs, ys, front: Sequence[bool],
                    label="Pareto front")
         ordered = sorted(on, key=lambda i: xs[i])
         ax.plot([xs[i] for i in ordered], [ys[i] for i in ordered], color="C2", linewidth=1, zorder=2)
-    for i in placed:
-        ax.annotate(summaries[i].name, (xs[i], ys[i]), textcoords="offset points", xytext=(5, 5),
-                    fontsize="small")
     ax.set_xlabel("test accuracy (higher is better)")
     ax.set_ylabel(ylabel)
     ax.grid(True, color="0.9", linewidth=0.6)
     if placed:
         lo, hi = min(xs[i] for i in placed), max(xs[i] for i in placed)
-        pad = max((hi - lo) * 0.15, 0.01)
-        ax.set_xlim(lo - pad, hi + pad * 1.8)  # room on the right for labels
-    return missing
+        pad = max((hi - lo) * 0.2, 0.01)
+        ax.set_xlim(lo - pad, hi + pad)
+        top = max(ys[i] for i in placed)
+        ax.set_ylim(0, top * 1.25 if top > 0 else 1.0)  # room above the highest point for its label
+    _percent_ticks(ax.xaxis)
+    return placed
+
+
+def _key_text(labels: Sequence[str], width: int = 150) -> str:
+    """``"1: label; 2: label; ..."`` wrapped to ``width`` characters a line."""
+    import textwrap
+
+    entries = [f"{i + 1}: {label}".replace(" ", "\u00a0") for i, label in enumerate(labels)]  # kept whole
+    return "\n".join(textwrap.wrap("; ".join(entries), width=width, break_long_words=False)).replace("\u00a0", " ")
 
 
 def plot_comparison(summaries: Sequence[F.RunSummary], front_tpr: Sequence[bool],
-                    front_eps: Sequence[bool]) -> "Figure":
-    """Privacy against utility: TPR at 0.1% FPR, and epsilon lower bound, against test accuracy."""
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import PercentFormatter
+                    front_eps: Sequence[bool], labels: Sequence[str] | None = None) -> "Figure":
+    """Privacy against utility: TPR at 0.1% FPR, and epsilon lower bound, against test accuracy.
 
-    fig = Figure(figsize=(11, 4.8))
+    Each point is labelled with ``labels[i]``, what sets run ``i`` apart (its setting of the
+    config keys that differ, :func:`audit.report.settings.setting_labels`; default the run
+    names), next to the point where no other label or marker is. When some label finds no
+    free place, every point carries its number and a key below the panels names them.
+    Rates are evenly spaced percent ticks (:func:`_percent_ticks`); legends sit below the
+    panels, off the points.
+    """
+    from matplotlib.figure import Figure
+
+    labels = [s.name for s in summaries] if labels is None else list(labels)
+    fig = Figure(figsize=(11, 5.4))
     ax_tpr, ax_eps = fig.subplots(1, 2)
     acc = [s.test_accuracy for s in summaries]
-    missing_tpr = _panel(ax_tpr, summaries, acc, [s.tpr for s in summaries], front_tpr,
-                         "TPR at 0.1% FPR, strongest attack (lower is better)")
+    tpr = [s.tpr for s in summaries]
+    eps = [s.epsilon_lower_bound for s in summaries]
+    on_tpr = _panel(ax_tpr, acc, tpr, front_tpr, "TPR at 0.1% FPR, strongest attack (lower is better)")
     ax_tpr.axhline(F.HEADLINE_FPR, color="0.4", linestyle=":", linewidth=1, label="chance (TPR = FPR)")
-    ax_tpr.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
-    ax_tpr.yaxis.set_major_formatter(PercentFormatter(1.0))
-    ax_tpr.set_ylim(bottom=0)
+    ax_tpr.set_ylim(bottom=0, top=max(ax_tpr.get_ylim()[1], F.HEADLINE_FPR * 1.25))
+    _percent_ticks(ax_tpr.yaxis)
     ax_tpr.set_title("Attack success against utility")
-    ax_tpr.legend(fontsize="small", loc="best")
 
-    missing_eps = _panel(ax_eps, summaries, acc, [s.epsilon_lower_bound for s in summaries], front_eps,
-                         "best epsilon lower bound (lower is better)")
+    on_eps = _panel(ax_eps, acc, eps, front_eps, "best epsilon lower bound (lower is better)")
     claimed = [(a, s.claimed_epsilon, s.epsilon_lower_bound) for a, s in zip(acc, summaries)
                if F.finite(a) and F.finite(s.claimed_epsilon)]
     if claimed:
@@ -187,17 +348,39 @@ def plot_comparison(summaries: Sequence[F.RunSummary], front_tpr: Sequence[bool]
         for x, claim, bound in claimed:
             if F.finite(bound):
                 ax_eps.plot([x, x], [bound, claim], color="C3", linestyle=":", linewidth=0.8)
-    ax_eps.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
-    ax_eps.set_ylim(bottom=0)
+        top = max(c[1] for c in claimed)
+        ax_eps.set_ylim(bottom=0, top=max(ax_eps.get_ylim()[1], top * 1.1))
     ax_eps.set_title("Epsilon lower bound against utility")
-    ax_eps.legend(fontsize="small", loc="best")
+    for ax in (ax_tpr, ax_eps):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, frameon=False)
 
     notes = []
-    if missing_tpr:
-        notes.append("not placed (left): " + ", ".join(missing_tpr))
-    if missing_eps:
-        notes.append("not placed (right): " + ", ".join(missing_eps))
-    if notes:
-        fig.text(0.01, 0.01, "; ".join(notes), fontsize="small", color="0.3")
-    fig.tight_layout(rect=(0, 0.04 if notes else 0, 1, 1))
+    for side, on in (("left", on_tpr), ("right", on_eps)):
+        missing = [labels[i] for i in range(len(summaries)) if i not in on]
+        if missing:
+            notes.append(f"not placed ({side}): " + ", ".join(missing))
+    footer = fig.text(0.01, 0.01, "; ".join(notes), fontsize="small", color="0.3", va="bottom")
+
+    def layout() -> None:
+        lines = footer.get_text().count("\n") + 1 if footer.get_text() else 0
+        fig.tight_layout(rect=(0, 0.035 * lines, 1, 1))
+
+    layout()
+    panels = ((ax_tpr, on_tpr, tpr), (ax_eps, on_eps, eps))
+    taken: list = []
+    notes_drawn = [_place_labels(ax, [(acc[i], ys[i]) for i in on], [labels[i] for i in on], taken)
+                   for ax, on, ys in panels]
+    if all(n is not None for n in notes_drawn):
+        return fig
+    for drawn in notes_drawn:
+        for note in drawn or ():
+            note.remove()
+    footer.set_text("\n".join(filter(None, [_key_text(labels), "; ".join(notes)])))
+    layout()
+    for ax, on, ys in panels:
+        points, numbers = [(acc[i], ys[i]) for i in on], [str(i + 1) for i in on]
+        if _place_labels(ax, points, numbers, []) is None:  # crowded beyond that: numbers beside each point
+            for point, number in zip(points, numbers):
+                ax.annotate(number, point, xytext=(4, 4), textcoords="offset points", fontsize="small")
     return fig

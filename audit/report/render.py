@@ -14,6 +14,7 @@ from audit.report import fields as F
 from audit.report import figures
 from audit.report.document import to_html, to_markdown
 from audit.report.pareto import pareto_front
+from audit.report.settings import setting_labels
 
 DPI = 120
 
@@ -68,14 +69,16 @@ def render_report(report: Mapping[str, Any], out_dir: str | os.PathLike) -> list
 
 def compare_reports(reports: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike) -> list[Path]:
     """Write ``comparison.md`` (one row per run) and ``comparison.png`` (privacy against utility,
-    Pareto front marked) into ``out_dir``; returns the paths written."""
+    Pareto front marked) into ``out_dir``; returns the paths written. Each run is labelled
+    by its values of the config keys that differ among the runs (its defence setting)."""
     if isinstance(reports, Mapping) or not isinstance(reports, Sequence) or not reports:
         raise InputError("reports: expected a non-empty list of report dicts")
     summaries = F.summarize_all(list(reports))
+    labels = setting_labels(list(reports))
     accuracy = [s.test_accuracy for s in summaries]
     front_tpr = pareto_front(accuracy, [s.tpr for s in summaries])
     front_eps = pareto_front(accuracy, [s.epsilon_lower_bound for s in summaries])
     out = _out_dir(out_dir)
-    png = _png(figures.plot_comparison(summaries, front_tpr, front_eps))
-    blocks = content.comparison_blocks(summaries, front_tpr, front_eps, figure="comparison.png")
+    png = _png(figures.plot_comparison(summaries, front_tpr, front_eps, labels))
+    blocks = content.comparison_blocks(summaries, front_tpr, front_eps, figure="comparison.png", settings=labels)
     return [_write(out / "comparison.png", png), _write(out / "comparison.md", to_markdown(blocks))]
