@@ -59,22 +59,23 @@ def attack_lines(report: dict) -> list[str]:
     if not attacks or not fprs:
         return []
     header = ["attack", "AUC", *(f"TPR@{f * 100:g}%" for f in fprs)]
-    rows, unmeasurable = [header], set()
+    rows, unmeasurable = [header], []
     for name, a in attacks.items():
         by_fpr = {r["target_fpr"]: r for r in a.get("tpr_at_fpr", [])}
         cells = [name, f"{a['auc']:.3f}"]
         for f in fprs:
             r = by_fpr.get(f)
-            if r is not None and r["n_nonmembers"] * f < 1:
-                unmeasurable.add(f)
-            cells.append("-" if r is None or f in unmeasurable else f"{r['tpr']:.1%}")
+            measurable = r is not None and r["n_nonmembers"] * f >= 1
+            if r is not None and not measurable:
+                unmeasurable.append(r["n_nonmembers"])
+            cells.append(f"{r['tpr']:.1%}" if measurable else "-")
         rows.append(cells)
     widths = [max(len(row[c]) for row in rows) for c in range(len(header))]
     lines = ["  ".join(cell.rjust(w) if c else cell.ljust(w) for c, (cell, w) in enumerate(zip(row, widths)))
              for row in rows]
     if unmeasurable:
-        f = min(unmeasurable)
-        lines.append(f"- : an FPR of {f:g} needs at least {round(1 / f)} non-member scores per attack; fewer were scored")
+        n = min(unmeasurable)
+        lines.append(f"- : an FPR below 1/{n} = {1 / n:.2g} cannot be measured with {n} non-member scores")
     return lines
 
 

@@ -26,10 +26,16 @@ def _table(results: dict, skipped: dict, n_models: int) -> str:
     rows = []
     first = next(iter(results.values()), None)
     header = ["method", "AUC"] + ([f"TPR@{_fmt_pct(p.target_fpr)}" for p in first.tpr_at_fpr] if first else [])
+    unmeasurable = set()
     for method, ev in results.items():
-        rows.append([method, f"{ev.auc:.4f}"] + [
-            f"{p.tpr:.4f} [{p.tpr_interval[0]:.4f}, {p.tpr_interval[1]:.4f}]" for p in ev.tpr_at_fpr
-        ])
+        cells = [method, f"{ev.auc:.4f}"]
+        for p in ev.tpr_at_fpr:
+            if ev.non_members * p.target_fpr < 1:  # the TPR at zero false positives, not at this FPR
+                unmeasurable.add(p.target_fpr)
+                cells.append("-")
+            else:
+                cells.append(f"{p.tpr:.4f} [{p.tpr_interval[0]:.4f}, {p.tpr_interval[1]:.4f}]")
+        rows.append(cells)
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
     lines = []
     if first is not None:
@@ -38,6 +44,10 @@ def _table(results: dict, skipped: dict, n_models: int) -> str:
             f"non-member scores pooled; TPR with {first.confidence:.0%} Clopper-Pearson intervals"
         )
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header] + rows]
+    if unmeasurable:
+        n = min(ev.non_members for ev in results.values())
+        lines.append(f"- : an FPR below 1/{n} = {1 / n:.2g} cannot be measured with {n} non-member scores "
+                     "(--json has the TPR at zero false positives)")
     lines += [f"{m}: skipped ({reason})" for m, reason in skipped.items()]
     return "\n".join(lines)
 
