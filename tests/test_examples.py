@@ -74,3 +74,52 @@ def test_a_file_is_never_labelled_as_a_shipped_dataset(tmp_path):
 
     assert parse_config(base).data.name == "mine"
     assert parse_config(base, ['data.name="customers"']).data.name == "customers"
+
+
+def _dpaudit(args, cwd, **env):
+    import os
+    import subprocess
+    import sys
+
+    exe = str(Path(sys.executable).with_name("dpaudit"))
+    return subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True, env={**os.environ, **env})
+
+
+def test_demo_leaky_model_visibly_leaks(elsewhere):
+    """The demo's first run: a bound well above 1 and a TPR at 0.1% FPR in the tens of percent."""
+    proc = _dpaudit(["run", str(EXAMPLES / "leaky_model.toml"), "--no-progress", "--set", "mlflow.enabled=false"],
+                    elsewhere)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((elsewhere / "runs" / "leaky-model" / "report.json").read_text())
+    assert report["verdict"]["decision"] == "REPORTED" and report["verdict"]["epsilon_lower_bound"] > 2
+    best = max(r["tpr"] for a in report["attacks"].values() for r in a["tpr_at_fpr"] if r["target_fpr"] == 0.001)
+    assert best > 0.3 and "TPR@0.1%" in proc.stdout
+    # stderr holds only the few-shadows warning of lira-offline (K = 8): no Opacus, MLflow or torch noise
+    assert [line for line in proc.stderr.splitlines() if "lira-offline: the median record" not in line] == []
+
+
+def test_own_data_run_is_logged_under_its_own_name_with_its_numbers(tmp_path, elsewhere):
+    """A user's CSV: MLflow params name the file, not a shipped dataset; a non-DP run has the
+    top-level epsilon_lower_bound metric; MLflow's INFO lines stay out of the terminal."""
+    from sklearn.datasets import load_breast_cancer
+
+    copy = shutil.copytree(EXAMPLES, tmp_path / "examples")
+    load_breast_cancer(as_frame=True).frame.to_csv(copy / "cancer.csv", index=False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = _dpaudit(["run", str(copy / "own_data.toml"), "--no-progress", "--set", "audit.models=5",
+                     "--set", "trainer.epochs=3"], elsewhere, MLFLOW_TRACKING_URI=uri)
+    assert proc.returncode == 0, proc.stderr
+    assert "INFO" not in proc.stdout + proc.stderr
+    import mlflow
+
+    run = mlflow.MlflowClient(tracking_uri=uri).search_runs(
+        [mlflow.MlflowClient(tracking_uri=uri).get_experiment_by_name("dpaudit-own-data").experiment_id])[0]
+    assert run.data.params["data.name"] == "cancer" and "epsilon_lower_bound" in run.data.metrics
+
+
+def test_dp_runs_print_no_accountant_warnings(elsewhere):
+    """Opacus' "Optimal order is the largest alpha" (noise search, PRV domain, final epsilon)
+    never reaches the terminal."""
+    proc = _dpaudit(["run", str(EXAMPLES / "whitebox_plugin.toml"), "--no-progress", "--set", "mlflow.enabled=false",
+                     "--set", "trainer.epochs=1"], elsewhere)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
