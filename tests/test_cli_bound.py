@@ -202,3 +202,46 @@ def test_huge_counts_are_refused_in_one_line(capsys, args, named):
     assert main(["bound", *args, "--delta", "1e-5"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and named in err[0]
+
+
+def _simulated(tmp_path, name, factor):
+    """A simulated white-box run claiming epsilon 8 (q = 0.01, T = 1000); ``factor`` scales the noise."""
+    assert main(["simulate", str(tmp_path / name), "--epsilon", "8", "--noise-factor", str(factor)]) == 0
+    return str(tmp_path / name)
+
+
+CLAIM = ["--noise-multiplier", "0.587", "--sample-rate", "0.01", "--steps", "1000"]
+
+
+def test_scores_with_the_claimed_curve(tmp_path, capsys):
+    """half_noise at a claimed epsilon of 8: the one-run (epsilon, delta) bound cannot
+    reach 8, the test of the claimed curve rejects it; the correct run is not rejected."""
+    ok, bug = _simulated(tmp_path, "ok.npz", 1.0), _simulated(tmp_path, "bug.npz", 0.5)
+    capsys.readouterr()
+    results = {}
+    for name, path in (("ok", ok), ("bug", bug)):
+        assert main(["bound", "scores", "--scores", path, "--delta", "1e-5", *CLAIM, "--json"]) == 0
+        results[name] = json.loads(capsys.readouterr().out)
+    assert not results["ok"]["claim_rejected"] and results["ok"]["claim_p_value"] > 0.05
+    assert results["bug"]["claim_rejected"] and results["bug"]["claim_p_value"] <= 0.05
+    assert results["bug"]["epsilon_lower_bound"] < 8
+    assert "sigma=0.587" in results["bug"]["claim_test"]["claim"] and results["bug"]["claim_test"]["testable"]
+    assert main(["bound", "scores", "--scores", bug, "--delta", "1e-5", *CLAIM]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("claimed privacy curve (DP-SGD sigma=0.587") and "REJECTED" in last
+
+
+def test_scores_without_a_claim_is_unchanged(tmp_path, capsys):
+    ok = _simulated(tmp_path, "ok.npz", 1.0)
+    capsys.readouterr()
+    assert main(["bound", "scores", "--scores", ok, "--delta", "1e-5", "--json"]) == 0
+    assert not {"claim_rejected", "claim_p_value", "claim_test"} & set(json.loads(capsys.readouterr().out))
+
+
+@pytest.mark.parametrize("partial", [CLAIM[:2], CLAIM[2:], CLAIM[:4]])
+def test_scores_claim_needs_all_three(tmp_path, capsys, partial):
+    ok = _simulated(tmp_path, "ok.npz", 1.0)
+    capsys.readouterr()
+    assert main(["bound", "scores", "--scores", ok, "--delta", "1e-5", *partial]) == 2
+    err = capsys.readouterr().err
+    assert "give all three" in err and len(err.strip().splitlines()) == 1

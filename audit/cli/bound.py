@@ -94,16 +94,47 @@ def load_scores_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
         raise InputError(f"--scores {path}: not a readable .npz without pickled objects ({err})") from None
 
 
+def _claimed_curve(noise_multiplier: float | None, sample_rate: float | None, steps: int | None):
+    """The claimed DP-SGD curve from the three claim options, None when none is given."""
+    given = [v is not None for v in (noise_multiplier, sample_rate, steps)]
+    if not any(given):
+        return None
+    if not all(given):
+        raise InputError("--noise-multiplier, --sample-rate and --steps: give all three (the claimed DP-SGD) or none")
+    from audit.stats.privacy_curve import dpsgd_curve
+
+    return dpsgd_curve(noise_multiplier, sample_rate, steps)
+
+
+_claim_options = [
+    click.option("--noise-multiplier", type=float, default=None,
+                 help="Claimed DP-SGD noise multiplier: with --sample-rate and --steps, also test the claimed privacy curve."),
+    click.option("--sample-rate", type=float, default=None, help="Claimed Poisson sampling rate q."),
+    click.option("--steps", type=int, default=None, help="Claimed number of DP-SGD steps T."),
+]
+
+
+def _claim(func):
+    for option in reversed(_claim_options):
+        func = option(func)
+    return func
+
+
 @command.command(name="scores")
 @click.option("--scores", "path", required=True, help=".npz with 'scores' (higher = member) and 'members' (bool).")
 @_delta
 @_confidence
+@_claim
 @_json
-def scores(path: str, delta: float, confidence: float, as_json: bool) -> int:
-    """One-run bound with a valid abstention search, plus the multi-run counts bound."""
+def scores(path: str, delta: float, confidence: float, noise_multiplier: float | None, sample_rate: float | None,
+           steps: int | None, as_json: bool) -> int:
+    """One-run bound with a valid abstention search, plus the multi-run counts bound; with the
+    claimed DP-SGD (--noise-multiplier, --sample-rate, --steps), the one-run test of its whole
+    privacy curve (Mahloujifar, Melis & Chaudhuri 2024)."""
     from audit.stats import epsilon_from_scores, epsilon_one_run_from_scores
     from audit.stats._validate import check_scores
 
+    curve = _claimed_curve(noise_multiplier, sample_rate, steps)
     s, members = check_scores(*load_scores_npz(path))
     one_run = epsilon_one_run_from_scores(s, members, delta=delta, confidence=confidence)
     try:
@@ -118,6 +149,14 @@ def scores(path: str, delta: float, confidence: float, as_json: bool) -> int:
         f"search over {d['family_size']} guess counts; this design's power: {d['power']:.4f}",
         f"counts bound (valid only if each entry is an independent run): {multi['epsilon_lower_bound']}",
     ]
+    if curve is not None:
+        from audit.stats.claim_test import claim_test_one_run
+
+        test = claim_test_one_run(s, members, curve, confidence=confidence)
+        payload.update(claim_rejected=test.rejected, claim_p_value=test.p_value, claim_test=test.to_dict())
+        verdict = "REJECTED" if test.rejected else "not rejected" + ("" if test.testable else " (no outcome of this design could reject it)")
+        lines.append(f"claimed privacy curve ({test.claim}): {verdict}, p = {test.p_value:.3g} "
+                     f"(one-run f-DP test, confidence {test.confidence:g})")
     _emit(payload, as_json, lines)
     return 0
 

@@ -73,6 +73,7 @@ def command(out: str, epsilon: float, delta: float, canaries: int, steps: int, s
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(path, "wb") as handle:
         np.savez(handle, scores=run.llr, members=run.members)
-    click.echo(f"wrote {out}: {canaries} canaries, DP-SGD with noise multiplier {sigma * noise_factor:.3f} "
-               f"(claimed epsilon {epsilon:g} at delta {delta:g}, q={sample_rate:g}, T={steps})")
+    added = "" if noise_factor == 1.0 else f", adding {noise_factor:g} x that noise (multiplier {sigma * noise_factor:.4g})"
+    click.echo(f"wrote {out}: {canaries} canaries; claimed DP-SGD: noise multiplier {sigma:.4g}, q={sample_rate:g}, "
+               f"T={steps} (epsilon {epsilon:g} at delta {delta:g}){added}")
     return 0

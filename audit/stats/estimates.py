@@ -21,6 +21,7 @@ import numpy as np
 from scipy import optimize, stats
 
 from audit.stats import _validate
+from audit.stats.fdp import fdp_rejects
 from audit.stats.intervals import upper_limit
 from audit.stats.result import ESTIMATE, EpsilonResult
 
@@ -93,29 +94,13 @@ def gdp_from_counts(tp: int, fn: int, fp: int, tn: int, *, delta: float, confide
 
 
 def _fdp_rejects(mu: float, m: int, r: int, v: int, significance: float) -> bool:
-    """Whether v correct out of r guesses among m canaries rejects "mu-GDP" at ``significance``.
-
-    Mahloujifar et al. 2024 bound the probability of the observed outcome for any
-    f-DP mechanism by propagating the trade-off curve over the guesses one at a time
-    (their recursion with the "cap"): ``t`` tracks the mass of correct guesses and ``h``
-    of incorrect ones; the claim is rejected when they cannot reach r / m.
-    """
-    if v == 0 or r == 0:
-        return False
+    """Whether v correct out of r guesses among m canaries rejects "mu-GDP" at ``significance``
+    (:func:`audit.stats.fdp.fdp_rejects` with the Gaussian curve: f(1 - x) = Phi(Phi^-1(x) - mu))."""
 
     def blow_up_inverse(x: float) -> float:
-        # f_mu^{-1}-style blow-up for the Gaussian curve: Phi(Phi^-1(x) - mu).
         return float(_norm.cdf(_norm.ppf(x) - mu)) if x > 0 else 0.0
 
-    t = significance * v / m
-    h = significance * (r - v) / m
-    for i in range(v - 1, -1, -1):
-        h_next = max(h, blow_up_inverse(t))
-        if h_next == h:
-            break
-        t = min(t + (i / (r - i)) * (h_next - h), 1.0)
-        h = h_next
-    return t + h > r / m
+    return fdp_rejects(blow_up_inverse, m, r, v, significance)
 
 
 def fdp_one_run_estimate(m: int, r: int, v: int, *, delta: float, confidence: float = 0.95) -> EpsilonResult:

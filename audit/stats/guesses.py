@@ -220,5 +220,24 @@ class RankedCanaries:
         return kp + km, int(self.top_correct[kp] + self.bottom_correct[km])
 
 
+def plan(strategy: GuessStrategy, m: int, alpha: float, can_reject) -> tuple[tuple[Guess, float], ...]:
+    """The strategy's family for m canaries, each member with its significance level.
+
+    With ``strategy.prune``, the members for which ``can_reject(guess, level)`` is False
+    (they could not reject even with every guess right at the level the whole family would
+    give them) are dropped and the level is shared among the rest, whose levels only grow.
+    ``can_reject`` must depend on the design (m, the claim, the level), never on scores or
+    labels, so the Bonferroni correction over what remains stays valid. If no member could
+    reject, the family is kept whole.
+    """
+    members = strategy.family(m)
+    weights = strategy.weights(members, m)
+    if getattr(strategy, "prune", False):
+        keep = [g for g, w in zip(members, weights) if can_reject(g, alpha * w)]
+        if keep:
+            members, weights = keep, strategy.weights(keep, m)
+    return tuple((g, alpha * w) for g, w in zip(members, weights))
+
+
 def describe(strategy: GuessStrategy) -> dict:
     return {"name": type(strategy).__name__, **dataclasses.asdict(strategy)}

@@ -22,7 +22,7 @@ import numpy as np
 from scipy import optimize, special, stats
 
 from audit.stats import _validate
-from audit.stats.guesses import Guess, GuessSearch, GuessStrategy, RankedCanaries, describe, split_from_scores
+from audit.stats.guesses import Guess, GuessSearch, GuessStrategy, RankedCanaries, describe, plan, split_from_scores
 from audit.stats.result import GUARANTEED, EpsilonResult
 
 # No audit with fewer than 10^80 canaries can show more than this.
@@ -157,24 +157,11 @@ def epsilon_one_run(m: int, r: int, v: int, *, delta: float, confidence: float =
 
 @functools.lru_cache(maxsize=256)
 def guess_plan(strategy: GuessStrategy, m: int, delta: float, alpha: float) -> tuple[tuple[Guess, float], ...]:
-    """The strategy's family for m canaries, each member with its significance level.
-
-    With ``strategy.prune``, members that could not reject eps = 0 even with every guess
-    right at the level the whole family would give them (at large m and delta > 0 the
-    ``2 m delta`` term rules out small guess counts) are dropped, and the level is shared
-    among the rest (each of which can then reject: its level only grew). This depends on
-    (m, delta, alpha) only, never on the scores, so the Bonferroni correction over the
-    remaining family stays valid. If no member could reject, the family is kept whole
-    (its bound is 0 anyway).
-    """
-    members = strategy.family(m)
-    weights = strategy.weights(members, m)
-    if strategy.prune:
-        keep = [g for g, w in zip(members, weights) if one_run_p_value(m, g.r, g.r, 0.0, delta) <= alpha * w]
-        if keep:
-            members = keep
-            weights = strategy.weights(members, m)
-    return tuple((g, alpha * w) for g, w in zip(members, weights))
+    """The strategy's family for m canaries, each member with its significance level
+    (:func:`audit.stats.guesses.plan`): with ``strategy.prune``, members that could not
+    reject eps = 0 even with every guess right (at large m and delta > 0 the ``2 m delta``
+    term rules out small guess counts) are dropped. Depends on (m, delta, alpha) only."""
+    return plan(strategy, m, alpha, lambda g, level: one_run_p_value(m, g.r, g.r, 0.0, delta) <= level)
 
 
 def epsilon_one_run_from_scores(

@@ -1,0 +1,120 @@
+"""Test of a DP-SGD claim's whole privacy curve from one run's canary scores.
+
+A DP-SGD implementation that claims (sigma, q, T) claims the trade-off curve f_claim of
+that mechanism (:func:`audit.stats.privacy_curve.dpsgd_curve`), not only one (epsilon,
+delta) point. :func:`claim_test_one_run` tests "the mechanism is f_claim-DP with respect
+to each canary" with the one-run f-DP test of Mahloujifar, Melis & Chaudhuri 2024
+(:mod:`audit.stats.fdp`), which holds for any mechanism satisfying the curve, canaries
+interacting or not. A rejection refutes the claim at the stated confidence: it may decide
+a verdict.
+
+Guesses follow today's discipline (:mod:`audit.stats.guesses`): a family of guess counts
+fixed by m alone (the default :class:`~audit.stats.guesses.GuessSearch`), each member
+tested at its Bonferroni share of 1 - confidence; which canaries are guessed comes from
+the scores (top r as members, or the label-free split of every canary), never from the
+labels. Members that could not reject the claim even with every guess right are dropped
+before the run (this depends on m, the curve and the level only), which leaves their
+share to the others. The family's p-value is ``min_i p_i / w_i`` (capped at 1), so the
+claim is rejected exactly when it is at most 1 - confidence.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from audit.stats import _validate
+from audit.stats.fdp import fdp_p_value, fdp_rejects
+from audit.stats.guesses import Guess, GuessSearch, GuessStrategy, RankedCanaries, describe, plan, split_from_scores
+from audit.stats.privacy_curve import PrivacyCurve
+
+
+@dataclasses.dataclass(frozen=True)
+class ClaimTestResult:
+    """The outcome of a test of a claimed privacy curve (scipy-style: fields, ``to_dict``).
+
+    Attributes:
+      rejected: the claim is refuted at ``confidence``.
+      p_value: the family's Bonferroni-adjusted p-value (``rejected`` iff <= 1 - confidence).
+      confidence: probability that a true claim is not rejected.
+      claim: what was tested (the curve's label).
+      testable: whether any outcome of this design could reject the claim (every guess
+        right for some member of the family); False means the test is blind to the claim.
+      details: the deciding guess (k_plus, k_minus, guesses, correct), family size.
+    """
+
+    rejected: bool
+    p_value: float
+    confidence: float
+    claim: str
+    testable: bool
+    details: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _blow_up_inverse(curve: PrivacyCurve):
+    return lambda x: curve.tradeoff_lower(1.0 - x)
+
+
+def claim_plan(strategy: GuessStrategy, m: int, curve: PrivacyCurve, alpha: float) -> tuple[tuple[Guess, float], ...]:
+    """The strategy's family for m canaries with each member's level, less the members that
+    could not reject ``curve`` even with every guess right (:func:`audit.stats.guesses.plan`).
+    Depends on (m, curve, alpha) only."""
+    f = _blow_up_inverse(curve)
+    return plan(strategy, m, alpha, lambda g, level: fdp_rejects(f, m, g.r, g.r, level))
+
+
+def claim_test_one_run(
+    scores,
+    members,
+    curve: PrivacyCurve,
+    *,
+    confidence: float = 0.95,
+    strategy: GuessStrategy | None = None,
+) -> ClaimTestResult:
+    """Test the claimed curve from one run: ``scores: float[m]`` (higher = more likely a
+    member) and ``members: bool[m]`` (each canary included independently with probability
+    1/2; an implausible member count is refused as for the one-run bound)."""
+    scores, members = _validate.check_scores(scores, members)
+    _validate.check_one_run_design(int(members.sum()), members.size)
+    confidence = _validate.check_confidence(confidence)
+    strategy = GuessSearch() if strategy is None else strategy
+    m = scores.size
+    alpha = 1.0 - confidence
+    plan = claim_plan(strategy, m, curve, alpha)
+    ranked = RankedCanaries.from_scores(scores, members)
+    f = _blow_up_inverse(curve)
+    testable = any(fdp_rejects(f, m, g.r, g.r, level) for g, level in plan)
+
+    best_p, best = 1.0, None
+    for guess, level in plan:
+        k_plus, k_minus = guess.k_plus, guess.k_minus
+        if guess.split_from_scores:
+            k_plus = split_from_scores(scores)
+            k_minus = guess.r - k_plus
+        made, correct = ranked.correct(k_plus, k_minus)
+        weight = level / alpha
+        # The p-value of this member, adjusted by its share: a quick check first, as most
+        # members do not reject at all.
+        if not fdp_rejects(f, m, guess.r, correct, min(1.0, best_p * weight)):
+            continue
+        p = min(1.0, fdp_p_value(f, m, guess.r, correct) / weight)
+        if p < best_p:
+            best_p, best = p, (k_plus, k_minus, made, correct)
+    details: dict[str, Any] = {"canaries": m, "members": int(members.sum()), "family_size": len(plan),
+                               "strategy": describe(strategy)}
+    if best is not None:
+        details.update(k_plus=best[0], k_minus=best[1], guesses=best[0] + best[1], guesses_made=best[2],
+                       correct=best[3])
+    return ClaimTestResult(
+        rejected=bool(best_p <= alpha),
+        p_value=float(best_p),
+        confidence=confidence,
+        claim=curve.label,
+        testable=bool(testable),
+        details=details,
+    )

@@ -1,0 +1,128 @@
+"""The claimed privacy curve of DP-SGD and the one-run test of it, against independent
+references (closed forms, Opacus' accountants) and by simulation with stated failure rates."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from audit.errors import InputError
+from audit.stats.claim_test import claim_test_one_run
+from audit.stats.fdp import fdp_p_value, fdp_rejects
+from audit.stats.privacy_curve import PrivacyCurve, dpsgd_curve
+from canaries.simulate import simulate
+
+ALPHAS = np.concatenate([np.geomspace(1e-9, 0.5, 300), 1 - np.geomspace(1e-9, 0.5, 300)])
+
+
+@pytest.mark.parametrize("sigma", [0.5, 1.0, 3.0])
+def test_one_gaussian_step_is_the_closed_form(sigma):
+    """q = 1, T = 1: f(alpha) = Phi(Phi^-1(1 - alpha) - 1/sigma) (Dong, Roth & Su 2022).
+    The envelope never exceeds it (soundness) and is within 1e-4 of it (tightness)."""
+    exact = stats.norm.cdf(stats.norm.ppf(1 - ALPHAS) - 1 / sigma)
+    curve = dpsgd_curve(sigma, 1.0, 1)
+    env = curve.tradeoff(ALPHAS)
+    assert np.all(env <= exact + 1e-12)
+    assert np.max(exact - env) < 1e-4
+    # the cheap table lookup is a lower bound of the envelope, and close to it
+    table = np.array([curve.tradeoff_lower(a) for a in ALPHAS])
+    assert np.all(table <= env + 1e-15) and np.max(env - table) < 1e-3
+
+
+@pytest.mark.parametrize("sigma, q, steps", [(0.962, 0.01, 1000), (1.0, 0.0256, 1170), (0.6, 0.05, 200)])
+def test_profile_matches_opacus_accountants(sigma, q, steps):
+    """The curve's epsilon at several deltas against Opacus' PRV (within its own error of
+    0.01 plus the grid step) and never below Opacus' RDP lower... RDP is an upper bound:
+    the curve's epsilon is at most RDP's."""
+    from opacus.accountants import PRVAccountant, RDPAccountant
+
+    curve = dpsgd_curve(sigma, q, steps)
+    for delta in (1e-3, 1e-5, 1e-7):
+        prv, rdp = PRVAccountant(), RDPAccountant()
+        prv.history = rdp.history = [(sigma, q, steps)]
+        eps_prv = prv.get_epsilon(delta=delta, eps_error=0.01)
+        assert abs(curve.epsilon(delta) - eps_prv) < 0.05, (delta, curve.epsilon(delta), eps_prv)
+        assert curve.epsilon(delta) <= rdp.get_epsilon(delta=delta) + 0.01
+
+
+def test_curve_refuses_bad_input():
+    for args in [(0.0, 0.1, 10), (1.0, 0.0, 10), (1.0, 1.5, 10), (1.0, 0.1, 0), (math.nan, 0.1, 10)]:
+        with pytest.raises(InputError):
+            dpsgd_curve(*args)
+    with pytest.raises(ValueError):
+        PrivacyCurve(np.array([0.5, 1.0]), np.array([0.1, 0.0]), "no zero")
+
+
+@pytest.mark.parametrize("mu", [0.5, 1.0, 2.0, 4.0])
+def test_single_guess_p_value_is_the_best_accuracy(mu):
+    """m = r = v = 1: the one-run f-DP test's p-value is the highest probability that any
+    guess of one fair coin is right under mu-GDP, Phi(mu/2) (closed form)."""
+    def inverse(x):
+        return float(stats.norm.cdf(stats.norm.ppf(x) - mu)) if x > 0 else 0.0
+
+    assert fdp_p_value(inverse, 1, 1, 1, tolerance=1e-6) == pytest.approx(stats.norm.cdf(mu / 2), rel=1e-5)
+
+
+def test_rejection_grows_with_the_level():
+    """The p-value's bisection reads one crossing: rejection is monotone in the level (scan)."""
+    curve = dpsgd_curve(0.8, 0.01, 1000)
+
+    def inverse(x):
+        return curve.tradeoff_lower(1 - x)
+
+    levels = np.geomspace(1e-12, 1, 200)
+    for m, r, v in [(1000, 100, 95), (1000, 500, 330), (1000, 1000, 620), (200, 20, 20)]:
+        decisions = [fdp_rejects(inverse, m, r, v, s) for s in levels]
+        assert decisions == sorted(decisions), (m, r, v)
+
+
+def _sigma(eps, q=0.01, steps=300):
+    from audit.stats.accountant import noise_multiplier_for
+
+    return noise_multiplier_for(target_epsilon=eps, delta=1e-5, sample_rate=q, steps=steps)
+
+
+@pytest.mark.parametrize("eps", [2.0, 8.0])
+def test_a_correct_claim_is_rarely_rejected(eps):
+    """The exact mechanism (Dirac readings, likelihood-ratio score, the most powerful), 60
+    one-run audits of a correct claim at 95%: rejections ~ Binomial(60, <= 0.05), so more
+    than 9 happen with probability < 0.003 if the test is sound."""
+    sigma = _sigma(eps)
+    curve = dpsgd_curve(sigma, 0.01, 300)
+    rejected = 0
+    for seed in range(60):
+        run = simulate(n_canaries=1000, steps=300, sample_rate=0.01, noise_multiplier=sigma,
+                       rng=np.random.default_rng([seed, 17]))
+        rejected += claim_test_one_run(run.llr, run.members, curve).rejected
+    assert rejected <= 9
+
+
+def test_half_the_noise_is_caught_where_the_bound_is_not():
+    """half_noise at a claimed epsilon of 8: the (epsilon, delta) one-run bound stays below 8,
+    the curve test rejects the claim (simulated exact mechanism, 5 seeds)."""
+    from audit.stats import epsilon_one_run_from_scores
+
+    sigma = _sigma(8.0, steps=1000)
+    curve = dpsgd_curve(sigma, 0.01, 1000)
+    for seed in range(5):
+        run = simulate(n_canaries=1000, steps=1000, sample_rate=0.01, noise_multiplier=sigma / 2,
+                       rng=np.random.default_rng(seed))
+        result = claim_test_one_run(run.llr, run.members, curve)
+        assert result.rejected and result.p_value <= 0.05 and result.testable
+        assert epsilon_one_run_from_scores(run.llr, run.members, delta=1e-5).value < 8.0
+
+
+def test_result_is_plain_data_and_blind_designs_say_so():
+    curve = dpsgd_curve(20.0, 0.01, 10)  # nearly perfect privacy
+    members = np.array([True, False, True, False])
+    # 4 canaries all guessed right happens with probability 1/16 > 0.05 even under perfect privacy
+    result = claim_test_one_run(members.astype(float), members, curve)
+    assert not result.testable and not result.rejected and result.p_value > 0.05
+    # 10 all right: 2^-10 under (nearly) perfect privacy, so the claim is refuted
+    members = np.arange(10) % 2 == 0
+    refuted = claim_test_one_run(members.astype(float), members, curve)
+    assert refuted.testable and refuted.rejected and refuted.p_value == pytest.approx(2.0 ** -10, rel=0.05)
+    d = result.to_dict()
+    assert set(d) == {"rejected", "p_value", "confidence", "claim", "testable", "details"}
+    assert "sigma=20" in d["claim"]
