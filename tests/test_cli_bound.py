@@ -227,15 +227,17 @@ def test_scores_with_the_claimed_curve(tmp_path, capsys):
     assert results["bug"]["epsilon_lower_bound"] < 8
     assert "sigma=0.587" in results["bug"]["claim_test"]["claim"] and results["bug"]["claim_test"]["testable"]
     assert main(["bound", "scores", "--scores", bug, "--delta", "1e-5", *CLAIM]) == 0
-    last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert last.startswith("claimed privacy curve (DP-SGD sigma=0.587") and "REJECTED" in last
+    claim_line, effective_line = capsys.readouterr().out.strip().splitlines()[-2:]
+    assert claim_line.startswith("claimed privacy curve (DP-SGD sigma=0.587") and "REJECTED" in claim_line
+    assert effective_line.startswith("effective noise: behaves as if it added less noise than sigma = 0.5")
 
 
 def test_scores_without_a_claim_is_unchanged(tmp_path, capsys):
     ok = _simulated(tmp_path, "ok.npz", 1.0)
     capsys.readouterr()
     assert main(["bound", "scores", "--scores", ok, "--delta", "1e-5", "--json"]) == 0
-    assert not {"claim_rejected", "claim_p_value", "claim_test"} & set(json.loads(capsys.readouterr().out))
+    keys = {"claim_rejected", "claim_p_value", "claim_test", "effective_noise_multiplier", "effective_epsilon", "effective"}
+    assert not keys & set(json.loads(capsys.readouterr().out))
 
 
 @pytest.mark.parametrize("partial", [CLAIM[:2], CLAIM[2:], CLAIM[:4]])
@@ -245,3 +247,12 @@ def test_scores_claim_needs_all_three(tmp_path, capsys, partial):
     assert main(["bound", "scores", "--scores", ok, "--delta", "1e-5", *partial]) == 2
     err = capsys.readouterr().err
     assert "give all three" in err and len(err.strip().splitlines()) == 1
+
+
+def test_scores_reports_the_effective_noise(tmp_path, capsys):
+    bug = _simulated(tmp_path, "bug.npz", 0.5)
+    capsys.readouterr()
+    assert main(["bound", "scores", "--scores", bug, "--delta", "1e-5", *CLAIM, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["effective_noise_multiplier"] < 0.587 and out["effective_epsilon"] > 8
+    assert "assumes the implementation is DP-SGD" in out["effective"]["assumption"]

@@ -106,6 +106,15 @@ def _claimed_curve(noise_multiplier: float | None, sample_rate: float | None, st
     return dpsgd_curve(noise_multiplier, sample_rate, steps)
 
 
+def _effective_line(eff) -> str:
+    if eff.noise_multiplier is None:
+        return (f"effective noise: no DP-SGD noise level up to {eff.details['searched_up_to']:g} is rejected "
+                "(effective epsilon 0)")
+    return (f"effective noise: behaves as if it added less noise than sigma = {eff.noise_multiplier:.4g} "
+            f"(claimed {eff.claimed_noise_multiplier:.4g}); effective epsilon {eff.epsilon:.4g} at delta {eff.delta:g} "
+            f"(confidence {eff.confidence:g}; assumes DP-SGD with the claimed q and T, not an assumption-free bound)")
+
+
 _claim_options = [
     click.option("--noise-multiplier", type=float, default=None,
                  help="Claimed DP-SGD noise multiplier: with --sample-rate and --steps, also test the claimed privacy curve."),
@@ -151,12 +160,18 @@ def scores(path: str, delta: float, confidence: float, noise_multiplier: float |
     ]
     if curve is not None:
         from audit.stats.claim_test import claim_test_one_run
+        from audit.stats.effective_noise import effective_noise_one_run
 
         test = claim_test_one_run(s, members, curve, confidence=confidence)
-        payload.update(claim_rejected=test.rejected, claim_p_value=test.p_value, claim_test=test.to_dict())
+        eff = effective_noise_one_run(s, members, noise_multiplier=noise_multiplier, sample_rate=sample_rate,
+                                      steps=steps, delta=delta, confidence=confidence)
+        payload.update(claim_rejected=test.rejected, claim_p_value=test.p_value, claim_test=test.to_dict(),
+                       effective_noise_multiplier=eff.noise_multiplier, effective_epsilon=eff.epsilon,
+                       effective=eff.to_dict())
         verdict = "REJECTED" if test.rejected else "not rejected" + ("" if test.testable else " (no outcome of this design could reject it)")
         lines.append(f"claimed privacy curve ({test.claim}): {verdict}, p = {test.p_value:.3g} "
                      f"(one-run f-DP test, confidence {test.confidence:g})")
+        lines.append(_effective_line(eff))
     _emit(payload, as_json, lines)
     return 0
 

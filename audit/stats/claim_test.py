@@ -23,11 +23,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import numpy as np
-
 from audit.stats import _validate
 from audit.stats.fdp import fdp_p_value, fdp_rejects
-from audit.stats.guesses import Guess, GuessSearch, GuessStrategy, RankedCanaries, describe, plan, split_from_scores
+from audit.stats.guesses import Guess, GuessOutcome, GuessSearch, GuessStrategy, describe, guess_outcomes, plan
 from audit.stats.privacy_curve import PrivacyCurve
 
 
@@ -68,6 +66,22 @@ def claim_plan(strategy: GuessStrategy, m: int, curve: PrivacyCurve, alpha: floa
     return plan(strategy, m, alpha, lambda g, level: fdp_rejects(f, m, g.r, g.r, level))
 
 
+def family_p_value(outcomes: list[GuessOutcome], m: int, curve: PrivacyCurve, alpha: float) -> tuple[float, GuessOutcome | None]:
+    """The Bonferroni-adjusted p-value ``min_i p_i / w_i`` of "f-DP for ``curve``" over the
+    outcomes (capped at 1), and the outcome that attains it (None if none rejects at 1)."""
+    f = _blow_up_inverse(curve)
+    best_p, best = 1.0, None
+    for o in outcomes:
+        weight = o.level / alpha
+        # most members do not reject at the level that would beat the best: skip them cheaply
+        if not fdp_rejects(f, m, o.r, o.correct, min(1.0, best_p * weight)):
+            continue
+        p = min(1.0, fdp_p_value(f, m, o.r, o.correct) / weight)
+        if p < best_p:
+            best_p, best = p, o
+    return best_p, best
+
+
 def claim_test_one_run(
     scores,
     members,
@@ -85,31 +99,15 @@ def claim_test_one_run(
     strategy = GuessSearch() if strategy is None else strategy
     m = scores.size
     alpha = 1.0 - confidence
-    plan = claim_plan(strategy, m, curve, alpha)
-    ranked = RankedCanaries.from_scores(scores, members)
+    plan_ = claim_plan(strategy, m, curve, alpha)
     f = _blow_up_inverse(curve)
-    testable = any(fdp_rejects(f, m, g.r, g.r, level) for g, level in plan)
-
-    best_p, best = 1.0, None
-    for guess, level in plan:
-        k_plus, k_minus = guess.k_plus, guess.k_minus
-        if guess.split_from_scores:
-            k_plus = split_from_scores(scores)
-            k_minus = guess.r - k_plus
-        made, correct = ranked.correct(k_plus, k_minus)
-        weight = level / alpha
-        # The p-value of this member, adjusted by its share: a quick check first, as most
-        # members do not reject at all.
-        if not fdp_rejects(f, m, guess.r, correct, min(1.0, best_p * weight)):
-            continue
-        p = min(1.0, fdp_p_value(f, m, guess.r, correct) / weight)
-        if p < best_p:
-            best_p, best = p, (k_plus, k_minus, made, correct)
-    details: dict[str, Any] = {"canaries": m, "members": int(members.sum()), "family_size": len(plan),
+    testable = any(fdp_rejects(f, m, g.r, g.r, level) for g, level in plan_)
+    best_p, best = family_p_value(guess_outcomes(scores, members, plan_), m, curve, alpha)
+    details: dict[str, Any] = {"canaries": m, "members": int(members.sum()), "family_size": len(plan_),
                                "strategy": describe(strategy)}
     if best is not None:
-        details.update(k_plus=best[0], k_minus=best[1], guesses=best[0] + best[1], guesses_made=best[2],
-                       correct=best[3])
+        details.update(k_plus=best.k_plus, k_minus=best.k_minus, guesses=best.r, guesses_made=best.made,
+                       correct=best.correct)
     return ClaimTestResult(
         rejected=bool(best_p <= alpha),
         p_value=float(best_p),

@@ -239,5 +239,35 @@ def plan(strategy: GuessStrategy, m: int, alpha: float, can_reject) -> tuple[tup
     return tuple((g, alpha * w) for g, w in zip(members, weights))
 
 
+@dataclasses.dataclass(frozen=True)
+class GuessOutcome:
+    """One member of the plan applied to the scores: the nominal guess counts, the guesses
+    actually made (ties are never split) and how many were right; ``level`` its share."""
+
+    k_plus: int
+    k_minus: int
+    made: int
+    correct: int
+    level: float
+
+    @property
+    def r(self) -> int:
+        return self.k_plus + self.k_minus
+
+
+def guess_outcomes(scores: np.ndarray, members: np.ndarray, plan_: tuple[tuple[Guess, float], ...]) -> list[GuessOutcome]:
+    """Each planned guess applied to checked ``scores`` and ``members``."""
+    ranked = RankedCanaries.from_scores(scores, members)
+    out = []
+    for guess, level in plan_:
+        k_plus, k_minus = guess.k_plus, guess.k_minus
+        if guess.split_from_scores:
+            k_plus = split_from_scores(scores)
+            k_minus = guess.r - k_plus
+        made, correct = ranked.correct(k_plus, k_minus)
+        out.append(GuessOutcome(k_plus, k_minus, made, correct, level))
+    return out
+
+
 def describe(strategy: GuessStrategy) -> dict:
     return {"name": type(strategy).__name__, **dataclasses.asdict(strategy)}

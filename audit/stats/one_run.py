@@ -22,7 +22,7 @@ import numpy as np
 from scipy import optimize, special, stats
 
 from audit.stats import _validate
-from audit.stats.guesses import Guess, GuessSearch, GuessStrategy, RankedCanaries, describe, plan, split_from_scores
+from audit.stats.guesses import Guess, GuessSearch, GuessStrategy, describe, guess_outcomes, plan
 from audit.stats.result import GUARANTEED, EpsilonResult
 
 # No audit with fewer than 10^80 canaries can show more than this.
@@ -193,17 +193,8 @@ def epsilon_one_run_from_scores(
     strategy = GuessSearch() if strategy is None else strategy
     m = scores.size
     plan = guess_plan(strategy, m, delta, 1.0 - confidence)
-    ranked = RankedCanaries.from_scores(scores, members)
-
     # Visit the most precise guesses first so later ones can be skipped cheaply.
-    candidates = []
-    for guess, significance in plan:
-        k_plus, k_minus = guess.k_plus, guess.k_minus
-        if guess.split_from_scores:
-            k_plus = split_from_scores(scores)
-            k_minus = guess.r - k_plus
-        made, correct = ranked.correct(k_plus, k_minus)
-        candidates.append((k_plus, k_minus, made, correct, significance))
+    candidates = [(o.k_plus, o.k_minus, o.made, o.correct, o.level) for o in guess_outcomes(scores, members, plan)]
     candidates.sort(key=lambda c: -(c[3] / (c[0] + c[1])))
 
     best_eps, best = 0.0, None

@@ -128,17 +128,7 @@ def _grid(profile_max: float) -> np.ndarray:
     return np.concatenate((fine, coarse))
 
 
-@functools.lru_cache(maxsize=32)
-def dpsgd_curve(noise_multiplier: float, sample_rate: float, steps: int) -> PrivacyCurve:
-    """The claimed curve of DP-SGD: T = ``steps`` Poisson-subsampled Gaussian steps at rate
-    q = ``sample_rate`` and noise multiplier sigma = ``noise_multiplier`` (sensitivity 1,
-    noise std sigma; the clipping norm C scales both and cancels), add-or-remove-one.
-
-    Inputs are checked as the accountants check them
-    (:func:`audit.stats.accountant.check_accounting` limits on sigma, q and T).
-    """
-    from dp_accounting.pld import privacy_loss_distribution as pld
-
+def _checked(noise_multiplier, sample_rate, steps) -> tuple[float, float, int]:
     sigma = _validate.check_finite("noise_multiplier", noise_multiplier)
     q = _validate.check_finite("sample_rate", sample_rate)
     if sigma <= 0:
@@ -151,11 +141,44 @@ def dpsgd_curve(noise_multiplier: float, sample_rate: float, steps: int) -> Priv
     from audit.stats.accountant import check_accounting
 
     check_accounting(noise_multiplier=sigma, sample_rate=q, steps=steps, delta=1e-5, accountant="rdp")
+    return sigma, q, steps
+
+
+def _composed(sigma: float, q: float, steps: int, *, pessimistic: bool, discretization: float):
+    from dp_accounting.pld import privacy_loss_distribution as pld
+
+    # dp_accounting's connect-the-dots construction is pessimistic only; the optimistic
+    # estimate uses its privacy-buckets construction (asked for explicitly, without a warning).
     one = pld.from_gaussian_mechanism(
-        standard_deviation=sigma, sensitivity=1.0, sampling_prob=q, pessimistic_estimate=True,
-        value_discretization_interval=VALUE_DISCRETIZATION,
+        standard_deviation=sigma, sensitivity=1.0, sampling_prob=q, pessimistic_estimate=pessimistic,
+        value_discretization_interval=discretization, use_connect_dots=pessimistic,
     )
-    composed = one.self_compose(steps)
+    return one.self_compose(steps)
+
+
+def dpsgd_epsilon_lower(noise_multiplier: float, sample_rate: float, steps: int, delta: float,
+                        *, discretization: float = VALUE_DISCRETIZATION) -> float:
+    """A lower bound on the epsilon at ``delta`` of DP-SGD(sigma, q, T): dp_accounting's
+    *optimistic* privacy-loss distribution, whose deltas are lower bounds of the true
+    profile. Used where a number must not exceed the truth (an effective epsilon)."""
+    sigma, q, steps = _checked(noise_multiplier, sample_rate, steps)
+    delta = _validate.check_delta(delta)
+    return float(_composed(sigma, q, steps, pessimistic=False, discretization=discretization).get_epsilon_for_delta(delta))
+
+
+@functools.lru_cache(maxsize=64)
+def dpsgd_curve(noise_multiplier: float, sample_rate: float, steps: int, *,
+                discretization: float = VALUE_DISCRETIZATION) -> PrivacyCurve:
+    """The claimed curve of DP-SGD: T = ``steps`` Poisson-subsampled Gaussian steps at rate
+    q = ``sample_rate`` and noise multiplier sigma = ``noise_multiplier`` (sensitivity 1,
+    noise std sigma; the clipping norm C scales both and cancels), add-or-remove-one.
+
+    Inputs are checked as the accountants check them
+    (:func:`audit.stats.accountant.check_accounting` limits on sigma, q and T). A coarser
+    ``discretization`` of the privacy loss is faster and still pessimistic (looser).
+    """
+    sigma, q, steps = _checked(noise_multiplier, sample_rate, steps)
+    composed = _composed(sigma, q, steps, pessimistic=True, discretization=discretization)
     # Where the profile becomes negligible: beyond it the lines add nothing.
     top = EPS_FINE_MAX
     while top < EPS_MAX and composed.get_delta_for_epsilon(top) > DELTA_NEGLIGIBLE:
