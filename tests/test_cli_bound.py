@@ -226,6 +226,14 @@ def test_scores_with_the_claimed_curve(tmp_path, capsys):
     assert results["bug"]["claim_rejected"] and results["bug"]["claim_p_value"] <= 0.05
     assert results["bug"]["epsilon_lower_bound"] < 8
     assert "sigma=0.587" in results["bug"]["claim_test"]["claim"] and results["bug"]["claim_test"]["testable"]
+    # the effective noise of the half-noise run: below the claimed 0.587, epsilon above the claimed 8
+    assert results["bug"]["effective_noise_multiplier"] < 0.587 and results["bug"]["effective_epsilon"] > 8
+    assert "assumes the implementation is DP-SGD" in results["bug"]["effective"]["assumption"]
+
+
+def test_scores_with_the_claimed_curve_human_output(tmp_path, capsys):
+    bug = _simulated(tmp_path, "bug.npz", 0.5)
+    capsys.readouterr()
     assert main(["bound", "scores", "--scores", bug, "--delta", "1e-5", *CLAIM]) == 0
     claim_line, effective_line = capsys.readouterr().out.strip().splitlines()[-2:]
     assert claim_line.startswith("claimed privacy curve (DP-SGD sigma=0.587") and "REJECTED" in claim_line
@@ -247,12 +255,3 @@ def test_scores_claim_needs_all_three(tmp_path, capsys, partial):
     assert main(["bound", "scores", "--scores", ok, "--delta", "1e-5", *partial]) == 2
     err = capsys.readouterr().err
     assert "give all three" in err and len(err.strip().splitlines()) == 1
-
-
-def test_scores_reports_the_effective_noise(tmp_path, capsys):
-    bug = _simulated(tmp_path, "bug.npz", 0.5)
-    capsys.readouterr()
-    assert main(["bound", "scores", "--scores", bug, "--delta", "1e-5", *CLAIM, "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)
-    assert out["effective_noise_multiplier"] < 0.587 and out["effective_epsilon"] > 8
-    assert "assumes the implementation is DP-SGD" in out["effective"]["assumption"]

@@ -83,7 +83,7 @@ def _sigma(eps, q=0.01, steps=300):
     return noise_multiplier_for(target_epsilon=eps, delta=1e-5, sample_rate=q, steps=steps)
 
 
-@pytest.mark.parametrize("eps", [2.0, 8.0])
+@pytest.mark.parametrize("eps", [2.0, pytest.param(8.0, marks=pytest.mark.slow)])
 def test_a_correct_claim_is_rarely_rejected(eps):
     """The exact mechanism (Dirac readings, likelihood-ratio score, the most powerful), 40
     one-run audits of a correct claim at 95%: rejections ~ Binomial(40, <= 0.05), so more
@@ -146,6 +146,7 @@ def test_effective_noise_rejection_grows_with_the_noise_level():
         assert decisions == sorted(decisions) and any(decisions)
 
 
+@pytest.mark.slow  # `make test-slow`; experiments/claim_test_soundness.py measures it at scale
 def test_effective_noise_is_below_the_truth_and_sees_half_the_noise():
     """Correct DP-SGD (5 simulated runs at claimed epsilon 2): sigma_eff must exceed the
     true sigma, each run failing with probability <= 0.05, so 2 or more failures happen with
@@ -187,3 +188,19 @@ def test_effective_epsilon_is_a_lower_bound_of_the_accountants():
         prv.history = [(sigma, q, steps)]
         high = prv.get_epsilon(delta=1e-5, eps_error=0.01)
         assert low <= high and low <= dpsgd_curve(sigma, q, steps).epsilon(1e-5) and high - low < 0.1
+
+
+def test_effective_noise_stops_at_its_floor(monkeypatch):
+    """When every sigma' down to the floor is rejected, the search reports the last sigma'
+    it tested and saw rejected, never a value below the floor that it did not test. (Here
+    the floor is raised so that a perfectly separating run reaches it.)"""
+    from audit.stats import effective_noise as en
+
+    members = np.arange(400) % 2 == 0
+    scores = members.astype(float)
+    free = en.effective_noise_one_run(scores, members, noise_multiplier=2.0, sample_rate=0.01, steps=100, delta=1e-5)
+    assert 0.25 < free.noise_multiplier < 0.5 and free.details["floor"] is None  # found by bisection
+    monkeypatch.setattr(en, "SIGMA_MIN", 0.45)
+    floored = en.effective_noise_one_run(scores, members, noise_multiplier=2.0, sample_rate=0.01, steps=100, delta=1e-5)
+    assert floored.noise_multiplier == 0.5 and floored.details["floor"] == 0.45  # 2 -> 1 -> 0.5, then 0.25 < floor
+    assert floored.epsilon <= free.epsilon

@@ -109,11 +109,13 @@ def effective_noise_one_run(
     floor_reached = False
     if rejects(sigma0):
         hi, lo = sigma0, sigma0 / 2
-        while rejects(lo):
-            hi, lo = lo, lo / 2
-            if lo < SIGMA_MIN:
+        while True:
+            if lo < SIGMA_MIN:  # never build the (slow, huge-epsilon) curves below the floor
                 floor_reached = True
                 break
+            if not rejects(lo):
+                break
+            hi, lo = lo, lo / 2
     else:
         lo, hi = sigma0, 2 * sigma0
         while not rejects(hi):
