@@ -349,14 +349,15 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> AuditConfig:
 
 def _rebase_inputs(tree: dict[str, Any], base: Path) -> dict[str, Any]:
     """``tree`` with its relative input paths (``data.path``, and the file of a
-    ``trainer.plugin = "file.py:Name"``) made absolute against ``base``, the config
-    file's directory, so a config finds its data and plugin from any working directory.
+    ``trainer.plugin = "file.py:Name"``) joined to ``base``, the config file's directory
+    (absolute paths stay as they are), so a config finds its data and plugin from any
+    working directory.
     Outputs (``output_dir``) and ``--set`` values stay relative to the working directory;
     a ``package.module:Name`` plugin is imported from the environment."""
     tree = {key: dict(value) if isinstance(value, dict) else value for key, value in tree.items()}
     data, trainer = tree.get("data"), tree.get("trainer")
     if isinstance(data, dict) and isinstance(data.get("path"), str) and data["path"]:
-        data["path"] = str(base / data["path"])  # an absolute path stays as it is
+        data["path"] = str(base / data["path"])
     if isinstance(trainer, dict) and isinstance(trainer.get("plugin"), str) and _PLUGIN_FILE.match(trainer["plugin"]):
         file, name = trainer["plugin"].rsplit(":", 1)
         trainer["plugin"] = f"{base / file}:{name}"
