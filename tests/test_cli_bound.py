@@ -255,3 +255,16 @@ def test_scores_claim_needs_all_three(tmp_path, capsys, partial):
     assert main(["bound", "scores", "--scores", ok, "--delta", "1e-5", *partial]) == 2
     err = capsys.readouterr().err
     assert "give all three" in err and len(err.strip().splitlines()) == 1
+
+
+def test_counts_with_the_claimed_curve(capsys):
+    """One Gaussian step claimed at sigma = 1 (mu = 1); counts of a test with both error rates
+    at 10% refute it (mu about 2.3), and the effective noise says so."""
+    args = ["bound", "counts", "--tp", "900", "--fn", "100", "--fp", "100", "--tn", "900", "--delta", "1e-5"]
+    assert main([*args, "--noise-multiplier", "1", "--sample-rate", "1", "--steps", "1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["claim_rejected"] and out["claim_p_value"] < 1e-10 and out["claim_test"]["testable"]
+    assert 0.42 < out["effective_noise_multiplier"] < 0.45 and out["effective_epsilon"] > out["epsilon_lower_bound"]
+    assert main([*args, "--json"]) == 0
+    assert "claim_rejected" not in json.loads(capsys.readouterr().out)
+    assert main([*args, "--steps", "1"]) == 2

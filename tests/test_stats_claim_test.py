@@ -204,3 +204,53 @@ def test_effective_noise_stops_at_its_floor(monkeypatch):
     floored = en.effective_noise_one_run(scores, members, noise_multiplier=2.0, sample_rate=0.01, steps=100, delta=1e-5)
     assert floored.noise_multiplier == 0.5 and floored.details["floor"] == 0.45  # 2 -> 1 -> 0.5, then 0.25 < floor
     assert floored.epsilon <= free.epsilon
+
+
+@pytest.mark.parametrize("counts", [(900, 100, 100, 900), (700, 300, 300, 700), (80, 20, 5, 95), (500, 500, 490, 510),
+                                    (31, 269, 31, 269), (9990, 10, 3000, 7000)])
+@pytest.mark.parametrize("sigma", [0.5, 1.0, 2.0])
+def test_counts_test_is_the_gaussian_closed_form(counts, sigma):
+    """One Gaussian step (q = T = 1) is 1/sigma-GDP: the counts test rejects exactly when the
+    mu implied by the rate limits, Phi^-1(1 - FPR_u) - Phi^-1(FNR_u) (either direction),
+    exceeds 1/sigma (Dong, Roth & Su 2022), up to the envelope's 1e-4."""
+    from audit.stats.claim_test import claim_test_counts
+    from audit.stats.intervals import upper_limit
+
+    tp, fn, fp, tn = counts
+    fpr_u, fnr_u = upper_limit(fp, fp + tn, 0.025), upper_limit(fn, tp + fn, 0.025)
+    mu = max(stats.norm.isf(fpr_u) - stats.norm.ppf(fnr_u), stats.norm.isf(fnr_u) - stats.norm.ppf(fpr_u))
+    result = claim_test_counts(tp, fn, fp, tn, dpsgd_curve(sigma, 1.0, 1))
+    if abs(mu - 1 / sigma) > 1e-2:
+        assert result.rejected == (mu > 1 / sigma)
+    assert result.rejected == (result.p_value <= 0.05)
+
+
+def test_counts_test_rarely_rejects_a_true_claim():
+    """2,000 multi-run audits of one Gaussian step at sigma = 1, each 1,000 + 1,000
+    independent runs thresholded at a point fixed in advance (the worst: where the curve
+    is steepest against the counts); rejections ~ Binomial(2000, <= 0.05), so more than 125
+    happen with probability < 0.002 if the test is sound."""
+    from audit.stats.claim_test import claim_test_counts
+
+    curve = dpsgd_curve(1.0, 1.0, 1)
+    rng = np.random.default_rng(11)
+    threshold = 0.5  # between N(0, 1) (out) and N(1, 1) (in)
+    tp = rng.binomial(1000, stats.norm.sf(threshold - 1.0), 2000)
+    fp = rng.binomial(1000, stats.norm.sf(threshold), 2000)
+    rejected = sum(claim_test_counts(int(a), 1000 - int(a), int(b), 1000 - int(b), curve).rejected for a, b in zip(tp, fp))
+    assert rejected <= 125
+
+
+def test_effective_noise_from_counts_is_the_gaussian_closed_form():
+    """One Gaussian step: sigma_eff is 1/mu of the rate limits' mu (within the search's 2%)."""
+    from audit.stats.effective_noise import effective_noise_counts
+    from audit.stats.intervals import upper_limit
+
+    tp, fn, fp, tn = 900, 100, 100, 900
+    fpr_u, fnr_u = upper_limit(fp, fp + tn, 0.025), upper_limit(fn, tp + fn, 0.025)
+    mu = stats.norm.isf(fpr_u) - stats.norm.ppf(fnr_u)
+    eff = effective_noise_counts(tp, fn, fp, tn, noise_multiplier=1.0, sample_rate=1.0, steps=1, delta=1e-5)
+    assert 1 / mu <= eff.noise_multiplier <= 1.03 / mu
+    from audit.stats.estimates import epsilon_for_gdp
+
+    assert eff.epsilon == pytest.approx(epsilon_for_gdp(1 / eff.noise_multiplier, 1e-5), abs=0.05)

@@ -34,6 +34,52 @@ def _bound_lines(result, label: str = "epsilon lower bound") -> list[str]:
     return [f"{label}: {result.value:.4f} (method {result.method}, confidence {result.confidence:g}, delta {result.delta:g})"]
 
 
+def _claimed_curve(noise_multiplier: float | None, sample_rate: float | None, steps: int | None):
+    """The claimed DP-SGD curve from the three claim options, None when none is given."""
+    given = [v is not None for v in (noise_multiplier, sample_rate, steps)]
+    if not any(given):
+        return None
+    if not all(given):
+        raise InputError("--noise-multiplier, --sample-rate and --steps: give all three (the claimed DP-SGD) or none")
+    from audit.stats.privacy_curve import dpsgd_curve
+
+    return dpsgd_curve(noise_multiplier, sample_rate, steps)
+
+
+def _add_claim(payload: dict, lines: list[str], test, eff, how: str) -> None:
+    """The claim test and the effective noise, into the JSON payload and the human lines."""
+    payload.update(claim_rejected=test.rejected, claim_p_value=test.p_value, claim_test=test.to_dict(),
+                   effective_noise_multiplier=eff.noise_multiplier, effective_epsilon=eff.epsilon,
+                   effective=eff.to_dict())
+    verdict = "REJECTED" if test.rejected else "not rejected" + ("" if test.testable else " (no outcome of this design could reject it)")
+    lines.append(f"claimed privacy curve ({test.claim}): {verdict}, p = {test.p_value:.3g} "
+                 f"({how}, confidence {test.confidence:g})")
+    lines.append(_effective_line(eff))
+
+
+def _effective_line(eff) -> str:
+    if eff.noise_multiplier is None:
+        return (f"effective noise: no DP-SGD noise level up to {eff.details['searched_up_to']:g} is rejected "
+                "(effective epsilon 0)")
+    return (f"effective noise: behaves as if it added less noise than sigma = {eff.noise_multiplier:.4g} "
+            f"(claimed {eff.claimed_noise_multiplier:.4g}); effective epsilon {eff.epsilon:.4g} at delta {eff.delta:g} "
+            f"(confidence {eff.confidence:g}; assumes DP-SGD with the claimed q and T, not an assumption-free bound)")
+
+
+_claim_options = [
+    click.option("--noise-multiplier", type=float, default=None,
+                 help="Claimed DP-SGD noise multiplier: with --sample-rate and --steps, also test the claimed privacy curve."),
+    click.option("--sample-rate", type=float, default=None, help="Claimed Poisson sampling rate q."),
+    click.option("--steps", type=int, default=None, help="Claimed number of DP-SGD steps T."),
+]
+
+
+def _claim(func):
+    for option in reversed(_claim_options):
+        func = option(func)
+    return func
+
+
 @command.command(name="one-run")
 @click.option("--canaries", "m", type=int, required=True, help="Number of canaries M (each included w.p. 1/2).")
 @click.option("--guesses", "r", type=int, required=True, help="Number of guesses R, fixed in advance.")
@@ -64,14 +110,28 @@ def one_run(m: int, r: int, v: int, delta: float, confidence: float, as_json: bo
     show_default=True,
     help="jeffreys is a Bayesian interval: reported as an estimate.",
 )
+@_claim
 @_json
-def counts(tp: int, fn: int, fp: int, tn: int, delta: float, confidence: float, method: str, as_json: bool) -> int:
-    """Bound from the confusion counts at one threshold fixed in advance (multi-run audit)."""
+def counts(tp: int, fn: int, fp: int, tn: int, delta: float, confidence: float, method: str,
+           noise_multiplier: float | None, sample_rate: float | None, steps: int | None, as_json: bool) -> int:
+    """Bound from the confusion counts at one threshold fixed in advance (multi-run audit); with
+    the claimed DP-SGD (--noise-multiplier, --sample-rate, --steps), the test of its privacy
+    curve and the effective noise."""
     from audit.stats import epsilon_from_counts
 
+    curve = _claimed_curve(noise_multiplier, sample_rate, steps)
     result = epsilon_from_counts(tp, fn, fp, tn, delta=delta, confidence=confidence, method=method)
     label = "epsilon lower bound" if result.is_guaranteed else "epsilon estimate (not a guaranteed bound)"
-    _emit(result.to_dict(), as_json, _bound_lines(result, label))
+    payload, lines = result.to_dict(), _bound_lines(result, label)
+    if curve is not None:
+        from audit.stats.claim_test import claim_test_counts
+        from audit.stats.effective_noise import effective_noise_counts
+
+        test = claim_test_counts(tp, fn, fp, tn, curve, confidence=confidence)
+        eff = effective_noise_counts(tp, fn, fp, tn, noise_multiplier=noise_multiplier, sample_rate=sample_rate,
+                                     steps=steps, delta=delta, confidence=confidence)
+        _add_claim(payload, lines, test, eff, "multi-run test of the counts")
+    _emit(payload, as_json, lines)
     return 0
 
 
@@ -92,41 +152,6 @@ def load_scores_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
         raise
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
         raise InputError(f"--scores {path}: not a readable .npz without pickled objects ({err})") from None
-
-
-def _claimed_curve(noise_multiplier: float | None, sample_rate: float | None, steps: int | None):
-    """The claimed DP-SGD curve from the three claim options, None when none is given."""
-    given = [v is not None for v in (noise_multiplier, sample_rate, steps)]
-    if not any(given):
-        return None
-    if not all(given):
-        raise InputError("--noise-multiplier, --sample-rate and --steps: give all three (the claimed DP-SGD) or none")
-    from audit.stats.privacy_curve import dpsgd_curve
-
-    return dpsgd_curve(noise_multiplier, sample_rate, steps)
-
-
-def _effective_line(eff) -> str:
-    if eff.noise_multiplier is None:
-        return (f"effective noise: no DP-SGD noise level up to {eff.details['searched_up_to']:g} is rejected "
-                "(effective epsilon 0)")
-    return (f"effective noise: behaves as if it added less noise than sigma = {eff.noise_multiplier:.4g} "
-            f"(claimed {eff.claimed_noise_multiplier:.4g}); effective epsilon {eff.epsilon:.4g} at delta {eff.delta:g} "
-            f"(confidence {eff.confidence:g}; assumes DP-SGD with the claimed q and T, not an assumption-free bound)")
-
-
-_claim_options = [
-    click.option("--noise-multiplier", type=float, default=None,
-                 help="Claimed DP-SGD noise multiplier: with --sample-rate and --steps, also test the claimed privacy curve."),
-    click.option("--sample-rate", type=float, default=None, help="Claimed Poisson sampling rate q."),
-    click.option("--steps", type=int, default=None, help="Claimed number of DP-SGD steps T."),
-]
-
-
-def _claim(func):
-    for option in reversed(_claim_options):
-        func = option(func)
-    return func
 
 
 @command.command(name="scores")
@@ -165,13 +190,7 @@ def scores(path: str, delta: float, confidence: float, noise_multiplier: float |
         test = claim_test_one_run(s, members, curve, confidence=confidence)
         eff = effective_noise_one_run(s, members, noise_multiplier=noise_multiplier, sample_rate=sample_rate,
                                       steps=steps, delta=delta, confidence=confidence)
-        payload.update(claim_rejected=test.rejected, claim_p_value=test.p_value, claim_test=test.to_dict(),
-                       effective_noise_multiplier=eff.noise_multiplier, effective_epsilon=eff.epsilon,
-                       effective=eff.to_dict())
-        verdict = "REJECTED" if test.rejected else "not rejected" + ("" if test.testable else " (no outcome of this design could reject it)")
-        lines.append(f"claimed privacy curve ({test.claim}): {verdict}, p = {test.p_value:.3g} "
-                     f"(one-run f-DP test, confidence {test.confidence:g})")
-        lines.append(_effective_line(eff))
+        _add_claim(payload, lines, test, eff, "one-run f-DP test")
     _emit(payload, as_json, lines)
     return 0
 

@@ -21,7 +21,10 @@ claim is rejected exactly when it is at most 1 - confidence.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
+
+import numpy as np
 
 from audit.stats import _validate
 from audit.stats.fdp import fdp_p_value, fdp_rejects
@@ -115,4 +118,54 @@ def claim_test_one_run(
         claim=curve.label,
         testable=bool(testable),
         details=details,
+    )
+
+
+# p-values of the counts test below this are reported as this: Clopper-Pearson limits at
+# smaller levels leave the range where scipy's beta quantiles converge.
+COUNTS_P_FLOOR = 1e-15
+
+
+def _counts_reject(fp: int, tn: int, fn: int, tp: int, curve: PrivacyCurve, level: float) -> bool:
+    from audit.stats.intervals import upper_limit
+
+    fpr_u = float(upper_limit(fp, fp + tn, level / 2))
+    fnr_u = float(upper_limit(fn, tp + fn, level / 2))
+    f = curve.tradeoff(np.array([fpr_u, fnr_u]))
+    # Under the claim every test has FNR >= f(FPR) (and, the curve being symmetric,
+    # FPR >= f(FNR)); with probability >= 1 - level both true rates are below their upper
+    # limits, and f is decreasing, so an upper limit below f of the other limit refutes it.
+    return bool(fnr_u < f[0] or fpr_u < f[1])
+
+
+def claim_test_counts(tp: int, fn: int, fp: int, tn: int, curve: PrivacyCurve, *,
+                      confidence: float = 0.95) -> ClaimTestResult:
+    """Test the claimed curve from the confusion counts of a test fixed in advance, each
+    (score, membership) pair from its own independent run of the mechanism (a multi-run
+    audit): rejected when the one-sided Clopper-Pearson upper limits on FPR and FNR, each
+    at level (1 - confidence) / 2, lie below the curve (Nasr et al. 2023, "Tight auditing of
+    differentially private machine learning", the trade-off view of the counts bound).
+    Entries that share a training run are not independent runs: use the one-run test."""
+    from audit.stats.counts import check_counts
+
+    tp, fn, fp, tn = check_counts(tp, fn, fp, tn)
+    confidence = _validate.check_confidence(confidence)
+    alpha = 1.0 - confidence
+    testable = _counts_reject(0, fp + tn, 0, tp + fn, curve, alpha)  # a perfect test at these sizes
+    p = 1.0
+    if _counts_reject(fp, tn, fn, tp, curve, COUNTS_P_FLOOR):
+        p = COUNTS_P_FLOOR
+    elif _counts_reject(fp, tn, fn, tp, curve, 1.0):
+        lo, hi = math.log(COUNTS_P_FLOOR), 0.0  # hi rejects
+        while hi - lo > math.log1p(1e-3):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (lo, mid) if _counts_reject(fp, tn, fn, tp, curve, math.exp(mid)) else (mid, hi)
+        p = math.exp(hi)
+    return ClaimTestResult(
+        rejected=bool(p <= alpha and _counts_reject(fp, tn, fn, tp, curve, alpha)),
+        p_value=float(p),
+        confidence=confidence,
+        claim=curve.label,
+        testable=bool(testable),
+        details={"tp": tp, "fn": fn, "fp": fp, "tn": tn, "test": "counts (independent runs)"},
     )

@@ -38,6 +38,19 @@ def epsilon_from_rate_limits(fpr_upper: float, fnr_upper: float, delta: float) -
 MAX_COUNT = 2**53
 
 
+def check_counts(tp, fn, fp, tn) -> tuple[int, int, int, int]:
+    """Non-negative integer counts up to 2**53, with at least one member and one non-member."""
+    tp, fn, fp, tn = (_validate.check_count(n, v) for n, v in (("tp", tp), ("fn", fn), ("fp", fp), ("tn", tn)))
+    for name, n in (("tp", tp), ("fn", fn), ("fp", fp), ("tn", tn)):
+        if n > MAX_COUNT:  # beta quantiles work in floats: counts must be exact there
+            raise _validate.InputError(f"{name}={n}: expected at most 2**53 (counts are computed in float64)")
+    if tp + fn == 0:
+        raise _validate.InputError("tp + fn = 0: expected at least one member")
+    if fp + tn == 0:
+        raise _validate.InputError("fp + tn = 0: expected at least one non-member")
+    return tp, fn, fp, tn
+
+
 def epsilon_from_counts(
     tp: int,
     fn: int,
@@ -58,18 +71,11 @@ def epsilon_from_counts(
       method: ``"clopper-pearson"`` (exact; a guaranteed bound) or ``"jeffreys"``
         (Bayesian interval; reported as an estimate).
     """
-    tp, fn, fp, tn = (_validate.check_count(n, v) for n, v in (("tp", tp), ("fn", fn), ("fp", fp), ("tn", tn)))
-    for name, n in (("tp", tp), ("fn", fn), ("fp", fp), ("tn", tn)):
-        if n > MAX_COUNT:  # beta quantiles work in floats: counts must be exact there
-            raise _validate.InputError(f"{name}={n}: expected at most 2**53 (counts are computed in float64)")
+    tp, fn, fp, tn = check_counts(tp, fn, fp, tn)
     delta = _validate.check_delta(delta)
     confidence = _validate.check_confidence(confidence)
     if method not in ("clopper-pearson", "jeffreys"):
         raise _validate.InputError(f"method={method!r}: expected 'clopper-pearson' or 'jeffreys'")
-    if tp + fn == 0:
-        raise _validate.InputError("tp + fn = 0: expected at least one member")
-    if fp + tn == 0:
-        raise _validate.InputError("fp + tn = 0: expected at least one non-member")
     level = (1.0 - confidence) / 2.0
     fpr_u = upper_limit(fp, fp + tn, level, method)
     fnr_u = upper_limit(fn, tp + fn, level, method)

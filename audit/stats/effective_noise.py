@@ -70,6 +70,62 @@ class EffectiveNoise:
         return dataclasses.asdict(self)
 
 
+def _search(rejects, sigma0: float) -> tuple[float | None, float | None, bool]:
+    """(sigma_eff, the largest sigma' seen not rejected, whether the floor stopped the search).
+
+    Brackets from the claim outwards (doubling), then bisects on a log scale: a correct
+    implementation is searched upwards (cheap curves), a leaky one downwards. sigma_eff is
+    None when nothing up to SIGMA_MAX is rejected."""
+    if rejects(sigma0):
+        hi, lo = sigma0, sigma0 / 2
+        while True:
+            if lo < SIGMA_MIN:  # never build the (slow, huge-epsilon) curves below the floor
+                return hi, None, True
+            if not rejects(lo):
+                break
+            hi, lo = lo, lo / 2
+    else:
+        lo, hi = sigma0, 2 * sigma0
+        while not rejects(hi):
+            lo, hi = hi, 2 * hi
+            if hi > SIGMA_MAX:  # not even near-perfect privacy is rejected
+                return None, lo, False
+    while hi / lo > 1 + RELATIVE_TOLERANCE:
+        mid = math.sqrt(lo * hi)
+        if rejects(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi, lo, False
+
+
+def _result(rejects, *, noise_multiplier, sample_rate, steps, delta, confidence, p_value) -> EffectiveNoise:
+    sigma0 = float(noise_multiplier)
+    sigma_eff, not_rejected, floor_reached = _search(rejects, sigma0)
+    if sigma_eff is None:
+        return EffectiveNoise(None, 0.0, sigma0, delta, confidence, FAMILY_ASSUMPTION,
+                              {"rejected": None, "not_rejected": not_rejected, "searched_up_to": SIGMA_MAX})
+    epsilon = dpsgd_epsilon_lower(sigma_eff, sample_rate, steps, delta)
+    return EffectiveNoise(sigma_eff, max(0.0, epsilon), sigma0, delta, confidence, FAMILY_ASSUMPTION,
+                          {"rejected": sigma_eff, "p_value": p_value(sigma_eff), "not_rejected": not_rejected,
+                           "floor": SIGMA_MIN if floor_reached else None, "relative_tolerance": RELATIVE_TOLERANCE})
+
+
+def _cached(decide):
+    seen: dict[float, bool] = {}
+
+    def rejects(sigma: float) -> bool:
+        if sigma not in seen:
+            seen[sigma] = decide(sigma)
+        return seen[sigma]
+
+    return rejects
+
+
+def _search_curve(sigma: float, sample_rate: float, steps: int):
+    return dpsgd_curve(sigma, sample_rate, steps, discretization=SEARCH_DISCRETIZATION)
+
+
 def effective_noise_one_run(
     scores,
     members,
@@ -93,43 +149,32 @@ def effective_noise_one_run(
     outcomes = guess_outcomes(scores, members, claim_plan(strategy, m, claimed, alpha))
 
     def p_value(sigma: float) -> float:
-        curve = dpsgd_curve(sigma, sample_rate, steps, discretization=SEARCH_DISCRETIZATION)
-        return family_p_value(outcomes, m, curve, alpha)[0]
+        return family_p_value(outcomes, m, _search_curve(sigma, sample_rate, steps), alpha)[0]
 
-    rejected = {}
+    return _result(_cached(lambda sigma: p_value(sigma) <= alpha), noise_multiplier=noise_multiplier,
+                   sample_rate=sample_rate, steps=steps, delta=delta, confidence=confidence, p_value=p_value)
 
-    def rejects(sigma: float) -> bool:
-        if sigma not in rejected:
-            rejected[sigma] = p_value(sigma) <= alpha
-        return rejected[sigma]
 
-    # Bracket from the claim outwards (doubling), then bisect on a log scale: a correct
-    # implementation is searched upwards (cheap curves), a leaky one downwards.
-    sigma0 = float(noise_multiplier)
-    floor_reached = False
-    if rejects(sigma0):
-        hi, lo = sigma0, sigma0 / 2
-        while True:
-            if lo < SIGMA_MIN:  # never build the (slow, huge-epsilon) curves below the floor
-                floor_reached = True
-                break
-            if not rejects(lo):
-                break
-            hi, lo = lo, lo / 2
-    else:
-        lo, hi = sigma0, 2 * sigma0
-        while not rejects(hi):
-            lo, hi = hi, 2 * hi
-            if hi > SIGMA_MAX:  # not even near-perfect privacy is rejected
-                return EffectiveNoise(None, 0.0, sigma0, delta, confidence, FAMILY_ASSUMPTION,
-                                      {"rejected": None, "not_rejected": lo, "searched_up_to": SIGMA_MAX})
-    while not floor_reached and hi / lo > 1 + RELATIVE_TOLERANCE:
-        mid = math.sqrt(lo * hi)
-        if rejects(mid):
-            hi = mid
-        else:
-            lo = mid
-    epsilon = dpsgd_epsilon_lower(hi, sample_rate, steps, delta)
-    return EffectiveNoise(hi, max(0.0, epsilon), sigma0, delta, confidence, FAMILY_ASSUMPTION,
-                          {"rejected": hi, "p_value": p_value(hi), "not_rejected": None if floor_reached else lo,
-                           "floor": SIGMA_MIN if floor_reached else None, "relative_tolerance": RELATIVE_TOLERANCE})
+def effective_noise_counts(
+    tp: int, fn: int, fp: int, tn: int, *, noise_multiplier: float, sample_rate: float, steps: int, delta: float,
+    confidence: float = 0.95,
+) -> EffectiveNoise:
+    """sigma_eff and the effective epsilon from the confusion counts of a multi-run audit
+    (each entry its own independent run; :func:`audit.stats.claim_test.claim_test_counts`).
+    Here rejection is exactly monotone in sigma': the rate limits do not depend on it."""
+    from audit.stats.claim_test import claim_test_counts
+    from audit.stats.counts import check_counts
+
+    tp, fn, fp, tn = check_counts(tp, fn, fp, tn)
+    confidence = _validate.check_confidence(confidence)
+    delta = _validate.check_delta(delta)
+    dpsgd_curve(noise_multiplier, sample_rate, steps)  # the claim's inputs, checked
+
+    def p_value(sigma: float) -> float:
+        return claim_test_counts(tp, fn, fp, tn, _search_curve(sigma, sample_rate, steps), confidence=confidence).p_value
+
+    def decide(sigma: float) -> bool:
+        return claim_test_counts(tp, fn, fp, tn, _search_curve(sigma, sample_rate, steps), confidence=confidence).rejected
+
+    return _result(_cached(decide), noise_multiplier=noise_multiplier, sample_rate=sample_rate, steps=steps,
+                   delta=delta, confidence=confidence, p_value=p_value)
