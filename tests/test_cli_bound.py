@@ -235,16 +235,21 @@ def test_scores_with_the_claimed_curve_human_output(tmp_path, capsys):
     bug = _simulated(tmp_path, "bug.npz", 0.5)
     capsys.readouterr()
     assert main(["bound", "scores", "--scores", bug, "--delta", "1e-5", *CLAIM]) == 0
-    claim_line, effective_line = capsys.readouterr().out.strip().splitlines()[-2:]
+    lines = capsys.readouterr().out.strip().splitlines()
+    claim_line = next(line for line in lines if line.startswith("claimed privacy curve"))
+    effective_line = next(line for line in lines if line.startswith("effective noise"))
+    counts_line = next(line for line in lines if line.startswith("counts test of the claimed curve"))
     assert claim_line.startswith("claimed privacy curve (DP-SGD sigma=0.587") and "REJECTED" in claim_line
     assert effective_line.startswith("effective noise: behaves as if it added less noise than sigma = 0.5")
+    assert "valid only if each entry is an independent run" in counts_line
 
 
 def test_scores_without_a_claim_is_unchanged(tmp_path, capsys):
     ok = _simulated(tmp_path, "ok.npz", 1.0)
     capsys.readouterr()
     assert main(["bound", "scores", "--scores", ok, "--delta", "1e-5", "--json"]) == 0
-    keys = {"claim_rejected", "claim_p_value", "claim_test", "effective_noise_multiplier", "effective_epsilon", "effective"}
+    keys = {"claim_rejected", "claim_p_value", "claim_test", "effective_noise_multiplier", "effective_epsilon", "effective",
+            "counts_claim_test"}
     assert not keys & set(json.loads(capsys.readouterr().out))
 
 

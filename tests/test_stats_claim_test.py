@@ -254,3 +254,23 @@ def test_effective_noise_from_counts_is_the_gaussian_closed_form():
     from audit.stats.estimates import epsilon_for_gdp
 
     assert eff.epsilon == pytest.approx(epsilon_for_gdp(1 / eff.noise_multiplier, 1e-5), abs=0.05)
+
+
+def test_multi_run_scores_test_is_sound_and_sees_leakage():
+    """Scores of independent runs of one Gaussian step (members N(1/sigma, 1), non-members
+    N(0, 1)), claim sigma = 1: 300 audits of 2,000 runs each, threshold chosen on half;
+    rejections ~ Binomial(300, <= 0.05), so more than 27 happen with probability < 0.003.
+    At twice the signal (sigma = 0.5 really) every audit rejects."""
+    from audit.stats.claim_test import claim_test_scores_multi_run
+
+    curve = dpsgd_curve(1.0, 1.0, 1)
+    rng = np.random.default_rng(13)
+    rejected = 0
+    for _ in range(300):
+        members = rng.random(2000) < 0.5
+        rejected += claim_test_scores_multi_run(rng.normal(size=2000) + members, members, curve).rejected
+    assert rejected <= 27
+    for _ in range(5):
+        members = rng.random(2000) < 0.5
+        result = claim_test_scores_multi_run(rng.normal(size=2000) + 2 * members, members, curve)
+        assert result.rejected and result.details["requires"].startswith("each entry")

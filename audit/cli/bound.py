@@ -191,6 +191,15 @@ def scores(path: str, delta: float, confidence: float, noise_multiplier: float |
         eff = effective_noise_one_run(s, members, noise_multiplier=noise_multiplier, sample_rate=sample_rate,
                                       steps=steps, delta=delta, confidence=confidence)
         _add_claim(payload, lines, test, eff, "one-run f-DP test")
+        try:
+            from audit.stats.claim_test import claim_test_scores_multi_run
+
+            multi_test = claim_test_scores_multi_run(s, members, curve, confidence=confidence)
+            payload["counts_claim_test"] = multi_test.to_dict()
+            lines.append(f"counts test of the claimed curve (valid only if each entry is an independent run): "
+                         f"{'REJECTED' if multi_test.rejected else 'not rejected'}, p = {multi_test.p_value:.3g}")
+        except InputError as err:  # too few records for a split: reported, not fatal
+            payload["counts_claim_test"] = {"rejected": None, "error": str(err)}
     _emit(payload, as_json, lines)
     return 0
 

@@ -169,3 +169,32 @@ def claim_test_counts(tp: int, fn: int, fp: int, tn: int, curve: PrivacyCurve, *
         testable=bool(testable),
         details={"tp": tp, "fn": fn, "fp": fp, "tn": tn, "test": "counts (independent runs)"},
     )
+
+
+def claim_test_scores_multi_run(scores, members, curve: PrivacyCurve, *, confidence: float = 0.95,
+                                split=None) -> ClaimTestResult:
+    """The counts test of the claimed curve from raw scores, each (score, membership) pair
+    from its own independent run: the threshold is chosen on a random part of the records
+    (:class:`audit.stats.thresholds.Split`, label-free draw) as the one whose rate limits lie
+    furthest below the curve, and the test is run on the rest (:func:`claim_test_counts`).
+    Entries that share a training run are not independent runs: use the one-run test."""
+    from audit.stats.intervals import upper_limit
+    from audit.stats.thresholds import Split, candidate_thresholds, split_parts
+
+    scores, members = _validate.check_scores(scores, members)
+    confidence = _validate.check_confidence(confidence)
+    split = Split() if split is None else split
+    level = (1.0 - confidence) / 2.0
+    choose, (s_choose, m_choose), (s_test, m_test) = split_parts(scores, members, split)
+    candidates = candidate_thresholds(s_choose)
+    pos, neg = s_choose[m_choose], s_choose[~m_choose]
+    fnr_u = np.atleast_1d(upper_limit(np.sum(pos[None, :] < candidates[:, None], axis=1), pos.size, level))
+    fpr_u = np.atleast_1d(upper_limit(np.sum(neg[None, :] >= candidates[:, None], axis=1), neg.size, level))
+    margin = np.maximum(curve.tradeoff(fpr_u) - fnr_u, curve.tradeoff(fnr_u) - fpr_u)
+    threshold = float(candidates[int(np.argmax(margin))])
+    tp = int(np.sum(s_test[m_test] >= threshold))
+    fp = int(np.sum(s_test[~m_test] >= threshold))
+    result = claim_test_counts(tp, int(m_test.sum()) - tp, fp, int((~m_test).sum()) - fp, curve, confidence=confidence)
+    details = {**result.details, "threshold": threshold, "chosen_on": int(choose.sum()),
+               "tested_on": int((~choose).sum()), "requires": "each entry comes from an independent training run"}
+    return dataclasses.replace(result, details=details)

@@ -69,7 +69,23 @@ def _bounds_at(scores, members, thresholds, delta, level):
     return eps, fn, fp
 
 
-def _candidate_thresholds(scores: np.ndarray, max_candidates: int = 512) -> np.ndarray:
+def split_parts(scores: np.ndarray, members: np.ndarray, split: Split):
+    """(choose mask, (scores, members) to choose on, (scores, members) to test on): drawn
+    without looking at membership, from ``split.seed``; each part must hold both kinds."""
+    # A stream of its own, so a user's data drawn from the same seed is not the split.
+    rng = np.random.default_rng([split.seed, 0x5B1])
+    choose = rng.random(scores.size) < split.fraction
+    parts = (scores[choose], members[choose]), (scores[~choose], members[~choose])
+    for name, (_, m) in zip(("choosing", "bounding"), parts):
+        if m.all() or not m.any():
+            raise InputError(
+                f"the {name} part of the split has no {'non-members' if m.all() else 'members'}: "
+                f"expected more records than {scores.size}"
+            )
+    return choose, parts[0], parts[1]
+
+
+def candidate_thresholds(scores: np.ndarray, max_candidates: int = 512) -> np.ndarray:
     distinct = np.unique(scores)
     if distinct.size > max_candidates:
         distinct = np.unique(np.quantile(distinct, np.linspace(0, 1, max_candidates)))
@@ -98,18 +114,8 @@ def epsilon_from_scores(
     strategy = Split() if strategy is None else strategy
     level = (1.0 - confidence) / 2.0
     if isinstance(strategy, Split):
-        # A stream of its own, so a user's data drawn from the same seed is not the split.
-        rng = np.random.default_rng([strategy.seed, 0x5B1])
-        choose = rng.random(scores.size) < strategy.fraction
-        s_choose, m_choose = scores[choose], members[choose]
-        s_test, m_test = scores[~choose], members[~choose]
-        for name, m in (("choosing", m_choose), ("bounding", m_test)):
-            if m.all() or not m.any():
-                raise InputError(
-                    f"the {name} part of the split has no {'non-members' if m.all() else 'members'}: "
-                    f"expected more records than {scores.size}"
-                )
-        candidates = _candidate_thresholds(s_choose)
+        choose, (s_choose, m_choose), (s_test, m_test) = split_parts(scores, members, strategy)
+        candidates = candidate_thresholds(s_choose)
         eps_choose, _, _ = _bounds_at(s_choose, m_choose, candidates, delta, level)
         threshold = float(candidates[int(np.argmax(eps_choose))])
         eps, fn, fp = _bounds_at(s_test, m_test, [threshold], delta, level)
