@@ -10,6 +10,8 @@ What one audit becomes (``log_audit``): one MLflow run, named after ``report["na
   truncated to MLflow's 6000 characters;
 - **metrics** (``None`` and non-numbers skipped; names made valid, see ``metric_key``):
   ``claimed_epsilon``, ``claimed_delta``, ``epsilon_lower_bound`` and ``power`` (the verdict's),
+  ``claim_p_value``, ``effective_epsilon``, ``effective_noise_multiplier`` (when the claimed
+  DP-SGD privacy curve was tested),
   ``epsilon_lower_bound.<bound name>``, ``epsilon_estimate.<estimate name>``,
   ``<attack>.auc``, ``<attack>.tpr_at_fpr_<target>`` (``lira-online.tpr_at_fpr_0.001``),
   ``train_accuracy``, ``test_accuracy``, ``timings.<key>`` (``timings.train_s``);
@@ -178,6 +180,8 @@ def metrics_from_report(report: Mapping[str, Any]) -> dict[str, float]:
     verdict = report.get("verdict") or {}
     raw += [("claimed_epsilon", claimed.get("epsilon")), ("claimed_delta", claimed.get("delta"))]
     raw += [("epsilon_lower_bound", verdict.get("epsilon_lower_bound")), ("power", verdict.get("power"))]
+    raw += [("claim_p_value", verdict.get("claim_p_value")), ("effective_epsilon", verdict.get("effective_epsilon")),
+            ("effective_noise_multiplier", verdict.get("effective_noise_multiplier"))]
     for bound in report.get("bounds") or []:
         raw.append((f"epsilon_lower_bound.{bound.get('name')}", bound.get("epsilon_lower_bound")))
     for estimate in report.get("estimates") or []:
@@ -216,6 +220,7 @@ def tags_from_report(report: Mapping[str, Any]) -> dict[str, str]:
         "claimed_epsilon": (report.get("claimed") or {}).get("epsilon", verdict.get("claimed_epsilon")),
         "epsilon_lower_bound": verdict.get("epsilon_lower_bound"),
         "power": verdict.get("power"),
+        "claim_rejected": verdict.get("claim_rejected"),
         "mode": report.get("mode"),
         "schema": report.get("schema"),
         **_plugin_values(report),

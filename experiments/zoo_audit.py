@@ -142,7 +142,7 @@ def verdict_of(scores: dict[str, np.ndarray], members: np.ndarray, claimed: floa
     from audit.pipeline.verdict import dp_verdict
 
     cfg = parse_config({"confidence": CONFIDENCE, "audit": {"full_guess_share": full_guess_share}})
-    bounds, _ = bounds_and_estimates(cfg, scores, members, DELTA)
+    bounds, _, _ = bounds_and_estimates(cfg, scores, members, DELTA)
     v = dp_verdict(bounds, claimed, CONFIDENCE)
     per = {b["name"].removeprefix("one-run/"): b["epsilon_lower_bound"] for b in bounds}
     return {"bound": v["epsilon_lower_bound"], "power": v["power"], "decision": v["decision"],

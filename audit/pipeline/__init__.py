@@ -23,6 +23,7 @@ A white-box audit is a single training run and always runs in this process.
 from __future__ import annotations
 
 import datetime
+import math
 import shutil
 import time
 from pathlib import Path
@@ -53,6 +54,21 @@ def _claim(config: AuditConfig, utility: dict[int, dict]) -> dict[str, Any]:
     if config.trainer.kind == "zoo":
         source += f" (claim of zoo variant {config.trainer.variant!r})"
     return {"epsilon": eps, "delta": config.dp.delta, "source": source}
+
+
+def _claimed_dpsgd(config: AuditConfig, utility: dict[int, dict]) -> tuple[float, float, int] | None:
+    """The claimed DP-SGD (sigma, q, T) whose privacy curve a white-box audit tests: model 0's
+    noise multiplier and steps, and the sample rate its accountant was given (a zoo variant's
+    claim may be the bug). None for black-box audits (not yet tested there), non-DP runs and
+    runs without noise (an infinite claim)."""
+    if config.mode != "dp" or config.audit.canary_kind != "gradient":
+        return None
+    model = utility[0]
+    sigma, steps = float(model.get("noise_multiplier") or 0.0), int(model.get("steps") or 0)
+    q = float(model.get("accounting_sample_rate") or model.get("sample_rate") or 0.0)
+    if not (sigma > 0 and steps > 0 and 0 < q <= 1) or math.isinf(float(model.get("epsilon", math.inf))):
+        return None
+    return sigma, q, steps
 
 
 def _utility_summary(utility: dict[int, dict]) -> dict[str, Any]:
@@ -113,10 +129,12 @@ def _run(config: AuditConfig, checked: preflight.Checked, run_dir, timings: dict
     t0 = time.perf_counter()
     claimed = _claim(config, utility)
     delta = claimed["delta"] if claimed["delta"] is not None else config.dp.delta
-    bounds, estimates = analysis.bounds_and_estimates(config, scores, members, delta)
+    curve = _claimed_dpsgd(config, utility)
+    bounds, estimates, claim_tests = analysis.bounds_and_estimates(config, scores, members, delta, claim=curve)
     g = config.gate
     if config.mode == "dp":
-        decision = verdict.dp_verdict(bounds, claimed["epsilon"], config.confidence, on_inconclusive=g.on_inconclusive)
+        decision = verdict.dp_verdict(bounds, claimed["epsilon"], config.confidence, on_inconclusive=g.on_inconclusive,
+                                      claim_tests=claim_tests)
     else:
         decision = verdict.risk_verdict(attacks, bounds, attack=g.attack, at_fpr=g.at_fpr, max_tpr=g.max_tpr,
                                         decide_on=g.decide_on, on_inconclusive=g.on_inconclusive)
@@ -135,6 +153,7 @@ def _run(config: AuditConfig, checked: preflight.Checked, run_dir, timings: dict
         "utility": _utility_summary(utility),
         "attacks": attacks,
         "bounds": bounds,
+        "claim_tests": claim_tests,
         "estimates": estimates,
         "verdict": decision,
         "gate": None,

@@ -155,13 +155,20 @@ def target_scores(config: AuditConfig, observations, keep: np.ndarray) -> tuple[
     return {name: scores_for_target(observations, name, 0, keep)[0] for name in config.audit.bound_attacks}, members
 
 
-def bounds_and_estimates(config: AuditConfig, scores: dict[str, np.ndarray], members: np.ndarray, delta: float):
-    """One-run bound per score, each at ``1 - (1 - confidence) / len(scores)`` (Bonferroni
-    over the scores tried), so the verdict may take the best of them; f-DP estimates beside."""
+def bounds_and_estimates(config: AuditConfig, scores: dict[str, np.ndarray], members: np.ndarray, delta: float,
+                         claim: tuple[float, float, int] | None = None):
+    """One-run bound per score, and with ``claim`` = the claimed DP-SGD (sigma, q, T) also the
+    one-run test of its privacy curve per score, each of these deciding tests at
+    ``1 - (1 - confidence) / n_tests`` (Bonferroni over every test that may decide), so the
+    verdict may act on any of them; f-DP estimates and the effective noise (a lower bound
+    within the DP-SGD family, labelled so) beside. Returns (bounds, estimates, claim_tests)."""
     from audit.stats import GuessSearch, epsilon_one_run_from_scores, fdp_one_run_estimate
 
     search = GuessSearch(full_share=config.audit.full_guess_share)
-    per_test = 1.0 - (1.0 - config.confidence) / max(len(scores), 1)
+    n_tests = max(len(scores), 1) * (2 if claim is not None else 1)
+    per_test = 1.0 - (1.0 - config.confidence) / n_tests
+    claim_tests = [] if claim is None else _claim_tests(scores, members, claim, delta, per_test, search,
+                                                        config.confidence)
     bounds, estimates = [], []
     for name, s in scores.items():
         b = epsilon_one_run_from_scores(s, members, delta=delta, confidence=per_test, strategy=search)
@@ -172,4 +179,22 @@ def bounds_and_estimates(config: AuditConfig, scores: dict[str, np.ndarray], mem
         if d.get("guesses") and delta > 0:
             e = fdp_one_run_estimate(d["canaries"], d["guesses"], d["correct"], delta=delta, confidence=per_test)
             estimates.append({"name": f"fdp-one-run/{name}", **e.to_dict()})
-    return bounds, estimates
+    return bounds, estimates, claim_tests
+
+
+def _claim_tests(scores, members, claim, delta, per_test, search, confidence) -> list[dict]:
+    """Per score: the one-run test of the claimed curve and the effective noise, at ``per_test``."""
+    from audit.stats.claim_test import claim_test_one_run
+    from audit.stats.effective_noise import effective_noise_one_run
+    from audit.stats.privacy_curve import dpsgd_curve
+
+    sigma, q, steps = claim
+    curve = dpsgd_curve(sigma, q, steps)
+    rows = []
+    for name, s in scores.items():
+        test = claim_test_one_run(s, members, curve, confidence=per_test, strategy=search)
+        eff = effective_noise_one_run(s, members, noise_multiplier=sigma, sample_rate=q, steps=steps, delta=delta,
+                                      confidence=per_test, strategy=search)
+        rows.append({"name": f"claim-test/{name}", **test.to_dict(), "confidence_overall": confidence,
+                     "effective": eff.to_dict()})
+    return rows

@@ -418,6 +418,7 @@ def train_whitebox(config: AuditConfig, data: AuditData, run_dir: Path):
             "delta": result.delta,
             "steps": result.steps,
             "sample_rate": result.sample_rate,
+            "accounting_sample_rate": result.accounting_sample_rate,
             "noise_multiplier": result.noise_multiplier,
         }
     }

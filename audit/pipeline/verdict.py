@@ -47,10 +47,38 @@ def _inconclusive_tail(code: int) -> str:
             else " Treated as a failure (set gate.on_inconclusive = 'pass' to accept it).")
 
 
-def dp_verdict(bounds: list[dict], claimed: float, confidence: float, *, on_inconclusive: str = "fail") -> dict[str, Any]:
+def _claim_fields(claim_tests: list[dict]) -> dict[str, Any]:
+    """The verdict's claim-test fields: the smallest p-value and the strongest effective noise."""
+    if not claim_tests:
+        return {}
+    best = min(claim_tests, key=lambda t: t["p_value"])
+    effective = [t["effective"] for t in claim_tests if t.get("effective", {}).get("noise_multiplier") is not None]
+    eff = max(effective, key=lambda e: e["epsilon"], default=None)
+    return {
+        "claim_rejected": any(t["rejected"] for t in claim_tests),
+        "claim_p_value": best["p_value"],
+        "claim_tested": best["claim"],
+        "claim_testable": any(t["testable"] for t in claim_tests),
+        "effective_epsilon": eff["epsilon"] if eff else 0.0,
+        "effective_noise_multiplier": eff["noise_multiplier"] if eff else None,
+    }
+
+
+def dp_verdict(bounds: list[dict], claimed: float, confidence: float, *, on_inconclusive: str = "fail",
+               claim_tests: list[dict] | None = None) -> dict[str, Any]:
     """The verdict of a DP audit: ``bounds`` are guaranteed bound rows (``epsilon_lower_bound``,
-    ``details.power``, ``name``), ``claimed`` the claimed epsilon (may be ``inf``)."""
+    ``details.power``, ``name``), ``claimed`` the claimed epsilon (may be ``inf``).
+
+    ``claim_tests``: tests of the claimed DP-SGD privacy curve (rows of
+    :func:`audit.pipeline.analysis.bounds_and_estimates`, Bonferroni-shared with the bounds).
+    A rejection is a violation of the claimed privacy profile; an audit whose design could
+    reject the curve (``testable``) could see a violation even when its (epsilon, delta)
+    power does not exceed the claim.
+    """
     best, lb, power = _best(bounds)
+    claim_tests = claim_tests or []
+    rejecting = [t for t in claim_tests if t["rejected"]]
+    testable = any(t["testable"] for t in claim_tests)
     claimed = float(claimed)
     pct = f"{confidence:.0%}"
     if lb > claimed:
@@ -59,7 +87,17 @@ def dp_verdict(bounds: list[dict], claimed: float, confidence: float, *, on_inco
             f"Violation: the epsilon lower bound {lb:.3f} ({best['name']}) exceeds the claimed epsilon "
             f"{claimed:.3f} at {pct} confidence. The implementation leaks more than it claims."
         )
-    elif not bounds or math.isinf(claimed) or power <= claimed:
+    elif rejecting:
+        decision, code = "VIOLATION", EXIT_FAIL
+        t = min(rejecting, key=lambda r: r["p_value"])
+        message = (
+            f"Violation of the claimed DP-SGD privacy profile ({t['claim']}): the test of that curve "
+            f"({t['name']}) rejects it, p = {t['p_value']:.3g} at level {1 - t['confidence']:.3g} "
+            f"(Bonferroni over the deciding tests, {pct} confidence overall). The implementation "
+            f"leaks more than its claim allows, although the (epsilon, delta) bound {lb:.3f} does not exceed "
+            f"{claimed:.3f}."
+        )
+    elif not bounds or math.isinf(claimed) or (power <= claimed and not testable):
         decision, code = INCONCLUSIVE, _inconclusive_code(on_inconclusive)
         if not bounds:
             why = "no guaranteed bound was computed, so nothing was measured"
@@ -67,18 +105,22 @@ def dp_verdict(bounds: list[dict], claimed: float, confidence: float, *, on_inco
             why = "the claimed epsilon is infinite, so no observation can contradict it"
         else:
             why = (f"this audit could have shown at most epsilon {power:.3f} (every guess right), which does not "
-                   f"exceed the claimed {claimed:.3f}, so it could not have detected a violation")
+                   f"exceed the claimed {claimed:.3f}, and no outcome could have rejected the claimed privacy "
+                   "curve, so it could not have detected a violation")
         message = (f"Inconclusive: {why}. The epsilon lower bound is {lb:.3f} ({pct} confidence). "
                    "Raise the power (more canaries, a stronger statistic) to test this claim."
                    + _inconclusive_tail(code))
     else:
         decision, code = "NO VIOLATION DETECTED", EXIT_PASS
+        curve = (f" The claimed privacy curve was not rejected (p = {min(t['p_value'] for t in claim_tests):.3g})."
+                 if claim_tests else "")
         message = (
             f"No violation detected: the epsilon lower bound {lb:.3f} does not exceed the claimed epsilon "
-            f"{claimed:.3f} ({pct} confidence). This audit could have shown at most {power:.3f}. "
+            f"{claimed:.3f} ({pct} confidence). This audit could have shown at most {power:.3f}.{curve} "
             "A pass does not show that the model is private."
         )
     return {
+        **_claim_fields(claim_tests),
         "decision": decision,
         "exit_code": code,
         "epsilon_lower_bound": lb,

@@ -188,4 +188,4 @@ def dpsgd_curve(noise_multiplier: float, sample_rate: float, steps: int, *,
     # Non-increasing, as a profile is; where float noise breaks that, take the larger value
     # (the max over the eps above keeps every delta an upper bound).
     deltas = np.maximum.accumulate(deltas[::-1])[::-1]
-    return PrivacyCurve(eps, deltas, label=f"DP-SGD sigma={sigma:g}, q={q:g}, T={steps} (add/remove, dp_accounting PLD)")
+    return PrivacyCurve(eps, deltas, label=f"DP-SGD sigma={sigma:.4g}, q={q:.4g}, T={steps}, add/remove")

@@ -1,0 +1,62 @@
+"""The pipeline tests the claimed DP-SGD privacy curve (white-box audits): a rejection is a
+VIOLATION, the bounds and the curve tests share the confidence, and the report, the
+verdict and the MLflow metrics carry the p-value and the effective noise."""
+
+import json
+from pathlib import Path
+
+from audit.cli import main
+from audit.pipeline.verdict import dp_verdict
+from audit.tracking import metrics_from_report, tags_from_report
+
+EXAMPLE = str(Path(__file__).resolve().parents[1] / "examples" / "whitebox_plugin.toml")
+ZOO = ["--no-progress", "--set", "mlflow.enabled=false", "--set", 'trainer.kind="zoo"', "--set", 'trainer.plugin=""']
+
+
+def test_half_noise_is_a_violation_of_the_claimed_curve(tmp_path):
+    """half_noise at a claimed epsilon of 4, one run (the bug zoo's design): the (epsilon,
+    delta) bound stays below 4, the test of the claimed curve rejects it."""
+    out = tmp_path / "half"
+    assert main(["run", EXAMPLE, *ZOO, "--set", 'trainer.variant="half_noise"', "--set", "dp.target_epsilon=4",
+                 "--set", f'output_dir="{out}"']) == 1
+    report = json.loads((out / "report.json").read_text())
+    v = report["verdict"]
+    assert v["decision"] == "VIOLATION" and v["epsilon_lower_bound"] < v["claimed_epsilon"]
+    assert v["claim_rejected"] and v["claim_p_value"] <= 0.025 and v["message"].startswith("Violation of the claimed")
+    assert v["effective_epsilon"] > v["claimed_epsilon"] and v["effective_noise_multiplier"] < 0.7355
+    (test,) = report["claim_tests"]
+    assert test["confidence"] == 0.975 and test["confidence_overall"] == 0.95  # shared with the bound
+    assert report["bounds"][0]["confidence"] == 0.975
+    assert "sigma=0.7355" in test["claim"] and "q=0.01" in test["claim"] and "T=1000" in test["claim"]
+    metrics = metrics_from_report(report)
+    assert metrics["claim_p_value"] == v["claim_p_value"] and metrics["effective_epsilon"] > 4
+    assert tags_from_report(report)["dp_audit.claim_rejected"] == "true"
+    assert "## Claimed privacy curve" in (out / "report.md").read_text()
+
+
+def _row(rejected, p, testable=True):
+    return {"name": "claim-test/s", "claim": "DP-SGD sigma=1, q=0.01, T=100, add/remove", "rejected": rejected,
+            "p_value": p, "testable": testable, "confidence": 0.975,
+            "effective": {"noise_multiplier": 0.8, "epsilon": 1.5}}
+
+
+def _bound(value, power):
+    return {"name": "one-run/s", "epsilon_lower_bound": value, "details": {"power": power}}
+
+
+def test_verdict_rules_with_the_curve():
+    claim = 2.0
+    # the bound exceeds the claim: a violation, whatever the curve test says
+    assert dp_verdict([_bound(2.5, 5.0)], claim, 0.95, claim_tests=[_row(False, 0.5)])["decision"] == "VIOLATION"
+    # the curve is rejected: a violation of the claimed profile
+    v = dp_verdict([_bound(1.0, 5.0)], claim, 0.95, claim_tests=[_row(True, 0.001)])
+    assert v["decision"] == "VIOLATION" and v["claim_rejected"] and "privacy profile" in v["message"]
+    # power below the claim, but the curve test could have rejected: not blind, so a pass
+    v = dp_verdict([_bound(0.1, 1.5)], claim, 0.95, claim_tests=[_row(False, 0.7)])
+    assert v["decision"] == "NO VIOLATION DETECTED" and "not rejected" in v["message"]
+    # power below the claim and no outcome could reject the curve: blind, inconclusive
+    v = dp_verdict([_bound(0.1, 1.5)], claim, 0.95, claim_tests=[_row(False, 1.0, testable=False)])
+    assert v["decision"] == "INCONCLUSIVE" and v["exit_code"] == 1
+    # without curve tests, as before
+    assert dp_verdict([_bound(0.1, 1.5)], claim, 0.95)["decision"] == "INCONCLUSIVE"
+    assert "claim_p_value" not in dp_verdict([_bound(0.1, 5.0)], claim, 0.95)
