@@ -302,3 +302,23 @@ def test_setting_labels():
     # labels that would read alike get their run's name in front
     alike = [report(n, a={"w": w}) for n, w in (("p", 1), ("q", 1), ("r", 3))]
     assert setting_labels(alike) == ["p (w=1)", "q (w=1)", "r (w=3)"]
+
+
+def test_epsilon_figure_draws_the_effective_epsilon_with_its_noise():
+    """The claim tests' effective epsilon is a bar of its own, labelled as resting on the
+    DP-SGD family, with sigma_eff against the claimed sigma; read from report.json."""
+    report = {"claim_tests": [{"name": "claim-test/likelihood-ratio",
+                               "effective": {"epsilon": 5.66, "noise_multiplier": 0.653,
+                                             "claimed_noise_multiplier": 0.735}}]}
+    bound = F.Bound("one-run/likelihood-ratio", 3.0, True, "one-run", 0.975, 1e-5, 5.09, None)
+    fig = figures.plot_epsilon([bound], [], claimed=4.0, power=5.09, effective=F.effective(report))
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels[-1] == "effective: claim-test/likelihood-ratio\n(sigma_eff 0.653 vs claimed 0.735)"
+    widths = sorted(round(p.get_width(), 6) for p in ax.patches)
+    assert 5.66 in widths and 3.0 in widths
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert any(t.startswith("effective epsilon (assumes DP-SGD") for t in legend)
+    # nothing to draw but an effective epsilon still draws; nothing at all draws nothing
+    assert figures.plot_epsilon([], [], claimed=4.0, power=None, effective=F.effective(report)) is not None
+    assert figures.plot_epsilon([], [], claimed=4.0, power=None) is None

@@ -265,6 +265,30 @@ def attacks(report: Mapping[str, Any]) -> list[Attack]:
     return out
 
 
+@dataclass(frozen=True)
+class Effective:
+    """The effective noise of one claim test: sigma_eff (None: no level rejected), the
+    effective epsilon, and the claimed sigma."""
+
+    name: str
+    epsilon: float | None
+    sigma: float | None
+    claimed_sigma: float | None
+
+
+def effective(report: Mapping[str, Any]) -> list[Effective]:
+    """The effective noise of each test of the claimed curve (``claim_tests[].effective``)."""
+    out = []
+    for i, test in enumerate(report.get("claim_tests") or []):
+        if not isinstance(test, Mapping) or not isinstance(test.get("effective"), Mapping):
+            continue
+        e, field = test["effective"], f"claim_tests[{i}].effective"
+        out.append(Effective(text(test.get("name")) or f"claim test {i}", number(e.get("epsilon"), f"{field}.epsilon"),
+                             number(e.get("noise_multiplier"), f"{field}.noise_multiplier"),
+                             number(e.get("claimed_noise_multiplier"), f"{field}.claimed_noise_multiplier")))
+    return out
+
+
 def attack_warnings(report: Mapping[str, Any]) -> list[str]:
     """The attacks' warnings (each message names its attack), in report order, without repeats."""
     return list(dict.fromkeys(w for a in attacks(report) for w in a.warnings))

@@ -149,8 +149,11 @@ def plot_roc(attacks: Sequence[F.Attack], *, title: str | None = None) -> "Figur
 
 
 def plot_epsilon(bounds: Sequence[F.Bound], estimates: Sequence[F.Bound], *,
-                 claimed: float | None, power: float | None, title: str | None = None) -> "Figure | None":
-    """Each guaranteed lower bound (solid) and estimate (hatched, "estimate") against the claim.
+                 claimed: float | None, power: float | None, title: str | None = None,
+                 effective: Sequence[F.Effective] = ()) -> "Figure | None":
+    """Each guaranteed lower bound (solid), estimate (hatched, "estimate") and effective
+    epsilon (dotted green: a lower bound within the DP-SGD family, with sigma_eff against
+    the claimed sigma) against the claim.
 
     A grey bar behind each bound reaches its power, the largest epsilon that audit could
     have shown; without per-bound powers the audit's ``power`` is a dotted line.
@@ -159,9 +162,10 @@ def plot_epsilon(bounds: Sequence[F.Bound], estimates: Sequence[F.Bound], *,
     from matplotlib.figure import Figure
 
     rows = [b for b in (*bounds, *estimates) if b.value is not None and not math.isnan(b.value)]
-    if not rows:
+    effective = [e for e in effective if F.finite(e.epsilon)]
+    if not rows and not effective:
         return None
-    finite_values = [v for b in rows for v in (b.value, b.power) if F.finite(v)]
+    finite_values = [v for b in rows for v in (b.value, b.power) if F.finite(v)] + [e.epsilon for e in effective]
     finite_values += [v for v in (claimed, power) if F.finite(v)]
     right = max(finite_values + [1e-3]) * 1.25
     fig = Figure(figsize=(6.5, 2.2 + 0.55 * len(rows)), layout="constrained")
@@ -188,6 +192,13 @@ def plot_epsilon(bounds: Sequence[F.Bound], estimates: Sequence[F.Bound], *,
                     label=once("estimate (not guaranteed)"))
             labels.append(f"estimate: {b.name}")
         ax.text(value, y, f" {fmt.num(b.value)}", va="center", fontsize="small")
+    for y, e in enumerate(effective, start=len(rows)):
+        ax.barh(y, e.epsilon, height=0.4, facecolor="none", edgecolor="C2", hatch="..",
+                label=once("effective epsilon (assumes DP-SGD with the claimed q, T)"))
+        sigma = "no noise level rejected" if e.sigma is None else f"sigma_eff {fmt.num(e.sigma)} vs claimed {fmt.num(e.claimed_sigma)}"
+        labels.append(f"effective: {e.name}\n({sigma})")
+        ax.text(e.epsilon, y, f" {fmt.num(e.epsilon)}", va="center", fontsize="small")
+    rows = [*rows, *effective]
     if F.finite(claimed):
         ax.axvline(claimed, color="C3", linestyle="--", linewidth=1.5, label=f"claimed epsilon = {fmt.num(claimed)}")
     if F.finite(power) and not any_bound_power:

@@ -56,7 +56,7 @@ def render_report(report: Mapping[str, Any], out_dir: str | os.PathLike) -> list
     if roc is not None:
         pngs["roc.png"] = _png(roc)
     eps = figures.plot_epsilon(F.bounds(report), F.estimates(report), claimed=F.claimed_epsilon(report),
-                               power=F.power(report), title=f"Epsilon: {title}")
+                               power=F.power(report), title=f"Epsilon: {title}", effective=F.effective(report))
     if eps is not None:
         pngs["epsilon.png"] = _png(eps)
     blocks = content.report_blocks(report, roc_figure="roc.png" if "roc.png" in pngs else None,
