@@ -261,7 +261,9 @@ def markdown(s: Setting, opacus, fast, multi, blackbox, seconds: float, quick: b
         "set from the target ε by Opacus' PRV accountant (`dp.target_epsilon`), and the claimed ε is the accountant's "
         "for the variant (`accountant_rate_10x_small` is given q/10, so its σ is smaller: that is its bug). "
         "Bound: the one-run bound of Steinke, Nasr & Jagielski 2023 (`epsilon_one_run_from_scores`, default guess search); "
-        "power: the largest bound the design can show (every guess right). VIOLATION when the bound exceeds the claim.",
+        "power: the largest bound the design can show (every guess right). VIOLATION when the bound exceeds the claim; "
+        "in the pipeline (section 1) also when the one-run test of the claimed DP-SGD privacy curve rejects it "
+        "(`audit.stats.claim_test`; the bound and the curve test share the confidence, 97.5% each).",
         "",
         "## Summary: which audit flags each variant",
         "",
@@ -272,12 +274,14 @@ def markdown(s: Setting, opacus, fast, multi, blackbox, seconds: float, quick: b
         "Statistic: the likelihood ratio of each canary's readings under the claimed (q, σ, C), the pipeline's default. "
         "One training run per row (seed 0).",
         "",
-        "| variant | bug | target ε | claimed ε | σ | ε lower bound | power | verdict | why not caught |",
-        "|---|---|---:|---:|---:|---:|---:|---|---|",
+        "| variant | bug | target ε | claimed ε | σ | ε lower bound | power | claimed-curve test p | effective ε | verdict | why not caught |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in opacus:
+        p = "-" if r.get("claim_p") is None else f"{r['claim_p']:.3g}"
+        eff = "-" if r.get("effective") is None else f"{r['effective']:.2f}"
         out.append(f"| {_name(r)} | {bug_of(r['variant'])} | {r['target']:g} | {r['claimed']:.2f} | {r['sigma']:.3f} | "
-                   f"{r['bound']:.2f} | {r['power']:.2f} | {r['decision']} | {_why(r, s.design)} |")
+                   f"{r['bound']:.2f} | {r['power']:.2f} | {p} | {eff} | {r['decision']} | {_why(r, s.design)} |")
     out += [
         "",
         "## 2. One-run white-box audit, fast trainer",

@@ -108,7 +108,8 @@ def pipeline_whitebox(variant: str, epsilon: float, design: Design, *, seed: int
     v = report["verdict"]
     model = report["utility"]["models"][0]
     return {"bound": v["epsilon_lower_bound"], "power": v["power"], "claimed": v["claimed_epsilon"],
-            "decision": v["decision"], "sigma": model["noise_multiplier"], "steps": model["steps"]}
+            "decision": v["decision"], "sigma": model["noise_multiplier"], "steps": model["steps"],
+            "claim_p": v.get("claim_p_value"), "effective": v.get("effective_epsilon")}
 
 
 # --- fast trainer, one run per model ----------------------------------------------------
