@@ -54,6 +54,8 @@ def attack_lines(report: dict) -> list[str]:
 
     A TPR at an FPR below 1/(non-members scored) reads "-": such an FPR cannot be measured
     (it is the TPR at zero false positives), and a footnote says how many are needed."""
+    from audit.stats.roc import fpr_measurable
+
     attacks = report.get("attacks") or {}
     fprs = sorted({r["target_fpr"] for a in attacks.values() for r in a.get("tpr_at_fpr", [])}, reverse=True)
     if not attacks or not fprs:
@@ -65,7 +67,7 @@ def attack_lines(report: dict) -> list[str]:
         cells = [name, f"{a['auc']:.3f}"]
         for f in fprs:
             r = by_fpr.get(f)
-            measurable = r is not None and r["n_nonmembers"] * f >= 1
+            measurable = r is not None and fpr_measurable(r["n_nonmembers"], f)
             if r is not None and not measurable:
                 unmeasurable.append(r["n_nonmembers"])
             cells.append(f"{r['tpr']:.1%}" if measurable else "-")

@@ -23,6 +23,8 @@ def _fmt_pct(f: float) -> str:
 
 
 def _table(results: dict, skipped: dict, n_models: int) -> str:
+    from audit.stats.roc import fpr_measurable
+
     rows = []
     first = next(iter(results.values()), None)
     header = ["method", "AUC"] + ([f"TPR@{_fmt_pct(p.target_fpr)}" for p in first.tpr_at_fpr] if first else [])
@@ -30,7 +32,7 @@ def _table(results: dict, skipped: dict, n_models: int) -> str:
     for method, ev in results.items():
         cells = [method, f"{ev.auc:.4f}"]
         for p in ev.tpr_at_fpr:
-            if ev.non_members * p.target_fpr < 1:  # the TPR at zero false positives, not at this FPR
+            if not fpr_measurable(ev.non_members, p.target_fpr):
                 unmeasurable.add(p.target_fpr)
                 cells.append("-")
             else:

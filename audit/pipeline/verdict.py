@@ -22,6 +22,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from audit.stats.roc import fpr_measurable
+
 EXIT_PASS, EXIT_FAIL = 0, 1
 # The decisions a registry gate may act on, and whether each passes.
 PASSING = frozenset({"NO VIOLATION DETECTED", "GATE PASSED"})
@@ -142,7 +144,7 @@ def _figures(attacks: dict, bounds: list[dict], at_fpr: float) -> str:
     parts = [f"epsilon lower bound {lb:.3f}" + (f" (the audit could show at most {power:.3f})" if power else "")]
     rows = [(row["tpr"], name, attack["auc"]) for name, attack in attacks.items()
             for row in attack.get("tpr_at_fpr", []) if math.isclose(row["target_fpr"], at_fpr, rel_tol=1e-9)
-            and row["n_nonmembers"] * at_fpr >= 1]  # fewer non-members cannot measure this FPR
+            and fpr_measurable(row["n_nonmembers"], at_fpr)]
     if rows:
         tpr, name, auc = max(rows)
         parts.append(f"strongest attack at {at_fpr * 100:g}% FPR: {name}, TPR {tpr:.2%} (AUC {auc:.3f})")
@@ -176,7 +178,7 @@ def risk_verdict(attacks: dict, bounds: list[dict], *, attack: str, at_fpr: floa
     tpr, (lo, hi) = row["tpr"], row["tpr_interval"]
     risk = {"attack": attack, "at_fpr": at_fpr, "tpr": tpr, "tpr_interval": [lo, hi], "max_tpr": max_tpr,
             "decide_on": decide_on, "n_nonmembers": row["n_nonmembers"]}
-    if row["n_nonmembers"] * at_fpr < 1:
+    if not fpr_measurable(row["n_nonmembers"], at_fpr):
         code = _inconclusive_code(on_inconclusive)
         return {**common, "decision": INCONCLUSIVE, "exit_code": code, "risk": risk,
                 "message": f"Inconclusive: {row['n_nonmembers']} non-member scores cannot measure an FPR of {at_fpr:g} "

@@ -193,7 +193,7 @@ def _tpr_cell(attack: F.Attack, target: float) -> str:
     if point is None:
         return fmt.MISSING
     cell = fmt.pct_interval(point.tpr, point.interval)
-    if attack.n_nonmembers and target < 1 / attack.n_nonmembers:
+    if attack.n_nonmembers and not attack.measurable(target):
         cell += " *"
     return cell
 

@@ -181,7 +181,9 @@ class Attack:
         """Whether enough non-members were scored to measure an FPR of ``target_fpr`` at all
         (at least 1/target_fpr); below that the "TPR at target_fpr" is the TPR at zero false
         positives, and no headline quotes it."""
-        return self.n_nonmembers is None or self.n_nonmembers * target_fpr >= 1
+        from audit.stats.roc import fpr_measurable
+
+        return self.n_nonmembers is None or fpr_measurable(self.n_nonmembers, target_fpr)
 
 
 def _count(value: Any, field: str) -> int | None:

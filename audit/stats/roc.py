@@ -101,6 +101,13 @@ class TprAtFpr:
         }
 
 
+def fpr_measurable(n_nonmembers: int, target_fpr: float) -> bool:
+    """Whether ``n_nonmembers`` scores can measure an FPR of ``target_fpr`` at all: at least
+    1/target_fpr of them. Below that, the TPR "at target_fpr" is the TPR at zero false
+    positives, which no table, headline or gate should quote as a TPR at that FPR."""
+    return n_nonmembers * target_fpr >= 1
+
+
 def tpr_at_fpr_from_curve(curve: RocCurve, target_fpr: float, *, confidence: float = 0.95) -> TprAtFpr:
     """:func:`tpr_at_fpr` on an already computed curve (for several targets)."""
     target_fpr = float(target_fpr)
