@@ -26,7 +26,10 @@ MAX_CANARIES = 1_000_000
 MAX_WIDTH = 65_536
 MAX_SEED = 2**63 - 1
 MAX_EPOCHS = 100_000
-_PLUGIN_FILE = re.compile(r"^[^:]+\.py:[A-Za-z_][\w.]*$")  # trainers.plugins reads "file.py:Name"
+# The two forms of trainer.plugin (trainers.plugins loads them): "package.module:Name", "file.py:Name".
+_PLUGIN_ATTR = r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*"
+PLUGIN_MODULE_PATH = re.compile(rf"^{_PLUGIN_ATTR}:{_PLUGIN_ATTR}$")
+PLUGIN_FILE_PATH = re.compile(rf"^[^:]+\.py:{_PLUGIN_ATTR}$")
 
 
 class _Section(BaseModel):
@@ -358,7 +361,7 @@ def _rebase_inputs(tree: dict[str, Any], base: Path) -> dict[str, Any]:
     data, trainer = tree.get("data"), tree.get("trainer")
     if isinstance(data, dict) and isinstance(data.get("path"), str) and data["path"]:
         data["path"] = str(base / data["path"])
-    if isinstance(trainer, dict) and isinstance(trainer.get("plugin"), str) and _PLUGIN_FILE.match(trainer["plugin"]):
+    if isinstance(trainer, dict) and isinstance(trainer.get("plugin"), str) and PLUGIN_FILE_PATH.match(trainer["plugin"]):
         file, name = trainer["plugin"].rsplit(":", 1)
         trainer["plugin"] = f"{base / file}:{name}"
     return tree

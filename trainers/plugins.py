@@ -46,7 +46,6 @@ import importlib
 import importlib.util
 import inspect
 import math
-import re
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -55,11 +54,9 @@ from typing import Any, Callable
 import numpy as np
 from opacus.optimizers import DPOptimizer
 
+from audit.config import PLUGIN_FILE_PATH, PLUGIN_MODULE_PATH
 from audit.errors import InputError
 
-_ATTR = r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*"
-_PATH = re.compile(rf"^{_ATTR}:{_ATTR}$")
-_FILE_PATH = re.compile(rf"^[^:]+\.py:{_ATTR}$")
 _OPACUS_KWARGS = dict(
     noise_multiplier=1.0, max_grad_norm=1.0, expected_batch_size=1, loss_reduction="mean",
     generator=None, secure_mode=False,
@@ -71,10 +68,10 @@ _SHA256 = "__dpaudit_source__"
 
 
 def _split(path: Any) -> tuple[str, str]:
-    if isinstance(path, str) and _FILE_PATH.match(path):
+    if isinstance(path, str) and PLUGIN_FILE_PATH.match(path):
         module, attr = path.rsplit(":", 1)
         return module, attr
-    if not isinstance(path, str) or not _PATH.match(path):
+    if not isinstance(path, str) or not PLUGIN_MODULE_PATH.match(path):
         raise InputError(f"plugin path {path!r} is malformed; expected 'package.module:Name' or 'file.py:Name'")
     module, attr = path.split(":")
     return module, attr
