@@ -28,11 +28,13 @@ class SimulatedRun:
       members: bool[canaries]; which canaries were included (Bernoulli(1/2)).
       llr: float[canaries]; log-likelihood ratio of the T readings (higher = member).
       total: float[canaries]; sum of the T readings (the all-iterates statistic).
+      readings: float[steps, canaries]; the readings themselves.
     """
 
     members: np.ndarray
     llr: np.ndarray
     total: np.ndarray
+    readings: np.ndarray
 
 
 def simulate(
@@ -69,4 +71,4 @@ def simulate(
     present = (rng.random((steps, n_canaries)) < sample_rate) & members[None, :]
     readings = present * max_grad_norm + rng.normal(0.0, noise_multiplier * max_grad_norm, (steps, n_canaries))
     llr = likelihood_ratio(readings, sample_rate=sample_rate, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm)
-    return SimulatedRun(members=members, llr=llr, total=all_iterates(readings))
+    return SimulatedRun(members=members, llr=llr, total=all_iterates(readings), readings=readings)

@@ -44,6 +44,12 @@ def test_correct_optimizer_passes_and_planted_bug_is_caught(elsewhere):
     ok, caught = (json.loads((elsewhere / d / "report.json").read_text())["verdict"] for d in ("ok", "bug"))
     assert ok["decision"] == "NO VIOLATION DETECTED" and ok["power"] > ok["claimed_epsilon"]
     assert caught["decision"] == "VIOLATION" and caught["epsilon_lower_bound"] > caught["claimed_epsilon"]
+    # The noise measured on the never-inserted canaries pins the correct optimizer's noise
+    # level: the effective epsilon (within the DP-SGD family) is nearly the claim, below it.
+    assert 0.9 * ok["claimed_epsilon"] < ok["effective_epsilon"] < ok["claimed_epsilon"]
+    # The planted bug adds the right noise but lets 1000 C through: the signal test sees it.
+    (effective,) = [t["effective"] for t in json.loads((elsewhere / "bug" / "report.json").read_text())["claim_tests"]]
+    assert effective["details"]["decided_by"] == "signal" and caught["effective_epsilon"] > caught["claimed_epsilon"]
 
 
 def test_config_inputs_resolve_against_the_config_file(tmp_path, elsewhere):

@@ -24,6 +24,10 @@ def test_half_noise_is_a_violation_of_the_claimed_curve(tmp_path):
     assert v["decision"] == "VIOLATION" and v["epsilon_lower_bound"] < v["claimed_epsilon"]
     assert v["claim_rejected"] and v["claim_p_value"] <= 0.025 and v["message"].startswith("Violation of the claimed")
     assert v["effective_epsilon"] > v["claimed_epsilon"] and v["effective_noise_multiplier"] < 0.7355
+    # The noise test on the never-inserted canaries measures half the claimed noise.
+    assert report["claim_tests"][0]["effective"]["details"]["decided_by"] == "noise"
+    assert 0.7355 / 2 < v["effective_noise_multiplier"] < 0.7355 / 2 * 1.02
+    assert (out / "readings.npz").exists()
     (test,) = report["claim_tests"]
     assert test["confidence"] == 0.975 and test["confidence_overall"] == 0.95  # shared with the bound
     assert report["bounds"][0]["confidence"] == 0.975
@@ -60,3 +64,17 @@ def test_verdict_rules_with_the_curve():
     # without curve tests, as before
     assert dp_verdict([_bound(0.1, 1.5)], claim, 0.95)["decision"] == "INCONCLUSIVE"
     assert "claim_p_value" not in dp_verdict([_bound(0.1, 5.0)], claim, 0.95)
+
+
+def test_readings_round_trip_and_older_run_directories(tmp_path):
+    """A run directory from before readings were kept loads as None (the audit then runs
+    without the noise test); saved readings come back bit for bit."""
+    import numpy as np
+
+    from audit.pipeline import rundir
+
+    assert rundir.load_readings(tmp_path) is None
+    readings = np.random.default_rng(0).normal(size=(5, 3))
+    rundir.save_readings(tmp_path, readings, 2.5)
+    back, c = rundir.load_readings(tmp_path)
+    assert np.array_equal(back, readings) and c == 2.5

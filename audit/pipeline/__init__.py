@@ -116,6 +116,7 @@ def _run(config: AuditConfig, checked: preflight.Checked, run_dir, timings: dict
         all_scores = {n: observations.stats[0, :, names.index(n)] for n in names}
         attacks = analysis.canary_table(config, all_scores, members)
         scores = {n: all_scores[n] for n in config.audit.statistics}
+        readings = rundir.load_readings(run_dir)
     else:
         keep = data.inclusion(config, len(audit_data.canaries))
         run, utility = training.train_blackbox(config, audit_data, keep, run_dir, progress=progress)
@@ -124,13 +125,15 @@ def _run(config: AuditConfig, checked: preflight.Checked, run_dir, timings: dict
         observations = run.load()
         attacks = analysis.attack_table(config, observations, keep)
         scores, members = analysis.target_scores(config, observations, keep)
+        readings = None
     timings["attacks_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     claimed = _claim(config, utility)
     delta = claimed["delta"] if claimed["delta"] is not None else config.dp.delta
     curve = _claimed_dpsgd(config, utility)
-    bounds, estimates, claim_tests = analysis.bounds_and_estimates(config, scores, members, delta, claim=curve)
+    bounds, estimates, claim_tests = analysis.bounds_and_estimates(config, scores, members, delta, claim=curve,
+                                                                   readings=readings)
     g = config.gate
     if config.mode == "dp":
         decision = verdict.dp_verdict(bounds, claimed["epsilon"], config.confidence, on_inconclusive=g.on_inconclusive,

@@ -5,6 +5,7 @@ Layout (everything written atomically, so a kill leaves a consistent directory):
     run_dir/config.json        the validated config the run was started with
     run_dir/observations/      audit.observations.ObservationRun (model by model)
     run_dir/utility.json       {model index: {n_train, train_accuracy, test_accuracy, epsilon}}
+    run_dir/readings.npz       white-box only: the canaries' per-step readings and C
     run_dir/report.json        written last, once the audit is complete
 """
 
@@ -56,6 +57,27 @@ def prepare(config: AuditConfig, *, resume: bool, plugin: dict[str, Any] | None 
     except OSError as err:
         raise InputError(f"output_dir {run_dir}: cannot write there ({err.strerror})") from None
     return run_dir
+
+
+def save_readings(run_dir: Path, readings, max_grad_norm: float) -> None:
+    """A white-box run's per-step canary readings ``float[steps, canaries]`` (unnormalised
+    scale) and the clipping norm they are read under."""
+    import numpy as np
+
+    with atomic_open(run_dir / "readings.npz", "wb") as handle:
+        np.savez(handle, readings=np.asarray(readings, dtype=np.float64), max_grad_norm=np.float64(max_grad_norm))
+
+
+def load_readings(run_dir: Path):
+    """(readings, max_grad_norm) saved by :func:`save_readings`, or None (a run directory
+    from before readings were kept: the audit then runs without the noise test)."""
+    import numpy as np
+
+    path = run_dir / "readings.npz"
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as saved:
+        return saved["readings"], float(saved["max_grad_norm"])
 
 
 def load_utility(run_dir: Path) -> dict[int, dict]:

@@ -422,6 +422,7 @@ def train_whitebox(config: AuditConfig, data: AuditData, run_dir: Path):
             "noise_multiplier": result.noise_multiplier,
         }
     }
+    rundir.save_readings(run_dir, obs.readings, obs.max_grad_norm)
     save_observations(observations, path)
     rundir.save_utility(run_dir, utility)
     return observations, utility

@@ -153,21 +153,26 @@ def _claim_section(report: Mapping[str, Any]) -> list[Block]:
         Paragraph("The claim of DP-SGD is a whole trade-off curve, not one (epsilon, delta) point. Each test below "
                   "asks whether the run could come from a mechanism that meets the claimed curve for every canary "
                   "(one-run f-DP test, Mahloujifar, Melis & Chaudhuri 2024); a rejection is a violation. The "
-                  "effective noise assumes the implementation is DP-SGD with the claimed sampling rate and steps: "
-                  "it behaves as if it added less noise than sigma_eff, and its epsilon exceeds the effective "
-                  "epsilon within that family (not an assumption-free bound)."),
+                  "effective noise assumes the implementation is DP-SGD with the claimed sampling rate, steps and "
+                  "clipping norm: it behaves as if it added less noise than sigma_eff, and its epsilon exceeds the "
+                  "effective epsilon within that family (not an assumption-free bound, so it never decides). "
+                  "sigma_eff comes from whichever of two tests reaches further: the canary scores against the "
+                  "curve of each noise level (signal), or the noise measured on the coordinates of the canaries "
+                  "never inserted (noise, white-box only)."),
     ]
     rows = []
     for t in tests:
         eff = t.get("effective") if isinstance(t.get("effective"), Mapping) else {}
         sigma_eff = eff.get("noise_multiplier")
+        details = eff.get("details") if isinstance(eff.get("details"), Mapping) else {}
         rows.append((F.text(t.get("name")) or fmt.MISSING, F.text(t.get("claim")) or fmt.MISSING,
                      "rejected" if t.get("rejected") else "not rejected", fmt.num(t.get("p_value")),
                      fmt.confidence(t.get("confidence")), "yes" if t.get("testable") else "no",
                      fmt.num(sigma_eff) if sigma_eff is not None else "none rejected",
-                     _eps(F.number(eff.get("epsilon"), "effective.epsilon"))))
+                     _eps(F.number(eff.get("epsilon"), "effective.epsilon")),
+                     F.text(details.get("decided_by")) or fmt.MISSING))
     out.append(Table(("test", "claimed curve", "result", "p-value", "confidence", "could reject",
-                      "effective sigma (below)", "effective epsilon"), tuple(rows)))
+                      "effective sigma (below)", "effective epsilon", "decided by"), tuple(rows)))
     return out
 
 
