@@ -11,6 +11,11 @@ where C is the clipping norm, sigma the noise multiplier and q the Poisson sampl
 
 * :func:`all_iterates`: ``sum_t x_t`` (Nasr et al. 2023, "Tight auditing of differentially
   private machine learning", the all-iterates white-box statistic).
+* :func:`spread`: the standard deviation of a canary's readings over the steps. An included
+  canary adds the Bernoulli spread of its presences (variance ``q (1 - q) C^2``) to the
+  noise's; noise that is correlated over the steps (a noise vector reused at every step)
+  leaves a never-inserted canary almost no spread at all, which the per-step statistics
+  below, built on independent steps, cannot see.
 * :func:`likelihood_ratio`: the log-likelihood ratio of "included" against "not included".
   Per step the density under "included" is the mixture q N(C, s^2) + (1 - q) N(0, s^2)
   with s = sigma C, and under "not included" N(0, s^2), so the ratio is
@@ -55,6 +60,18 @@ def all_iterates(readings) -> np.ndarray:
       float[canaries].
     """
     return _check_readings(readings).sum(axis=0)
+
+
+def spread(readings) -> np.ndarray:
+    """Standard deviation of each canary's readings over the steps (``ddof = 0``).
+
+    Args:
+      readings: float[steps, canaries].
+
+    Returns:
+      float[canaries].
+    """
+    return _check_readings(readings).std(axis=0)
 
 
 def likelihood_ratio(readings, *, sample_rate: float, noise_multiplier: float, max_grad_norm: float) -> np.ndarray:

@@ -125,29 +125,35 @@ def _fair(design: Design):
 
 def fast_statistics(result) -> dict[str, np.ndarray]:
     """float[canaries] per name of :data:`STATISTICS`, from a ``FastCanaryResult``."""
-    from canaries.iterate_scores import likelihood_ratio
+    from canaries.iterate_scores import likelihood_ratio, spread
 
     return {
         "likelihood-ratio": result.likelihood_ratio,
         "likelihood-ratio-half-sigma": likelihood_ratio(
             result.readings, sample_rate=result.sample_rate, noise_multiplier=result.noise_multiplier / 2,
             max_grad_norm=result.max_grad_norm),
-        "spread": result.readings.std(axis=0),
+        "spread": spread(result.readings),
     }
 
 
-def verdict_of(scores: dict[str, np.ndarray], members: np.ndarray, claimed: float, *, full_guess_share: float = 0.0) -> dict:
-    """The pipeline's bounds (Bonferroni over ``scores``) and verdict for one run."""
+def verdict_of(scores: dict[str, np.ndarray], members: np.ndarray, claimed: float, *, full_guess_share: float = 0.0,
+               curve: tuple[float, float, int] | None = None, readings=None, effective: bool = False) -> dict:
+    """The pipeline's bounds and verdict for one run: with ``curve`` = the claimed DP-SGD
+    (sigma, q, T) also its one-run curve test per score (Bonferroni over every bound and
+    test, as the pipeline does), and with ``effective`` the effective noise (``readings``
+    = (float[steps, canaries], C) adds its noise test)."""
     from audit.config import parse_config
     from audit.pipeline.analysis import bounds_and_estimates
     from audit.pipeline.verdict import dp_verdict
 
     cfg = parse_config({"confidence": CONFIDENCE, "audit": {"full_guess_share": full_guess_share}})
-    bounds, _, _ = bounds_and_estimates(cfg, scores, members, DELTA)
-    v = dp_verdict(bounds, claimed, CONFIDENCE)
+    bounds, _, tests = bounds_and_estimates(cfg, scores, members, DELTA, claim=curve, readings=readings,
+                                            effective=effective)
+    v = dp_verdict(bounds, claimed, CONFIDENCE, claim_tests=tests)
     per = {b["name"].removeprefix("one-run/"): b["epsilon_lower_bound"] for b in bounds}
     return {"bound": v["epsilon_lower_bound"], "power": v["power"], "decision": v["decision"],
-            "best": (v["best_bound"] or "").removeprefix("one-run/"), "per_statistic": per}
+            "best": (v["best_bound"] or "").removeprefix("one-run/"), "per_statistic": per,
+            "claim_p": v.get("claim_p_value"), "effective": v.get("effective_epsilon") if effective else None}
 
 
 def fast_one_run(
@@ -180,7 +186,9 @@ def fast_one_run(
         )
         for s, res in zip(chunk, run.models):
             stats = fast_statistics(res)
-            v = verdict_of({k: stats[k] for k in statistics}, res.members, claimed, full_guess_share=full_guess_share)
+            curve = (sigma, design.sample_rate, design.steps)
+            v = verdict_of({k: stats[k] for k in statistics}, res.members, claimed, full_guess_share=full_guess_share,
+                           curve=curve, readings=(res.readings, res.max_grad_norm), effective=s == seeds[0])
             extra = {name: verdict_of({k: stats[k] for k in fam}, res.members, claimed, full_guess_share=full_guess_share)
                      for name, fam in (families or {}).items()}
             out.append({"seed": s, "claimed": claimed, "sigma": sigma, **v, "families": extra})

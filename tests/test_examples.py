@@ -48,8 +48,9 @@ def test_correct_optimizer_passes_and_planted_bug_is_caught(elsewhere):
     # level: the effective epsilon (within the DP-SGD family) is nearly the claim, below it.
     assert 0.9 * ok["claimed_epsilon"] < ok["effective_epsilon"] < ok["claimed_epsilon"]
     # The planted bug adds the right noise but lets 1000 C through: the signal test sees it.
-    (effective,) = [t["effective"] for t in json.loads((elsewhere / "bug" / "report.json").read_text())["claim_tests"]]
-    assert effective["details"]["decided_by"] == "signal" and caught["effective_epsilon"] > caught["claimed_epsilon"]
+    tests = json.loads((elsewhere / "bug" / "report.json").read_text())["claim_tests"]
+    assert {t["effective"]["details"]["decided_by"] for t in tests} == {"signal"}
+    assert caught["effective_epsilon"] > caught["claimed_epsilon"]
 
 
 def test_config_inputs_resolve_against_the_config_file(tmp_path, elsewhere):

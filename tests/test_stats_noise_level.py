@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 
 from audit.errors import InputError
-from audit.stats.effective_noise import effective_noise_one_run
+from audit.stats.effective_noise import effective_noise_one_run, rejects_noise_level
 from audit.stats.noise_level import noise_level_test
 from canaries.simulate import simulate
 
@@ -96,6 +96,10 @@ def test_correct_dpsgd_reaches_nearly_the_claim_and_stays_below_it():
     assert SIGMA8 < eff.noise_multiplier < SIGMA8 * 1.01
     assert 0.9 * 8 < eff.epsilon < 8
     assert eff.details["noise_test"]["confidence"] == pytest.approx(0.975)  # half the level each
+    # The event a soundness experiment counts, without the search, agrees with it.
+    same = dict(noise_multiplier=SIGMA8, sample_rate=0.01, steps=1000, readings=readings)
+    assert rejects_noise_level(eff.noise_multiplier, scores, members, **same)
+    assert not rejects_noise_level(0.999 * eff.noise_multiplier, scores, members, **same)
 
 
 def test_half_noise_is_seen_by_the_noise_test_and_a_signal_bug_by_the_signal_test():

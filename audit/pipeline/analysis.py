@@ -156,21 +156,22 @@ def target_scores(config: AuditConfig, observations, keep: np.ndarray) -> tuple[
 
 
 def bounds_and_estimates(config: AuditConfig, scores: dict[str, np.ndarray], members: np.ndarray, delta: float,
-                         claim: tuple[float, float, int] | None = None, readings=None):
+                         claim: tuple[float, float, int] | None = None, readings=None, effective: bool = True):
     """One-run bound per score, and with ``claim`` = the claimed DP-SGD (sigma, q, T) also the
     one-run test of its privacy curve per score, each of these deciding tests at
     ``1 - (1 - confidence) / n_tests`` (Bonferroni over every test that may decide), so the
     verdict may act on any of them; f-DP estimates and the effective noise (a lower bound
     within the DP-SGD family, labelled so) beside; ``readings`` = (float[steps, canaries], C)
-    of a white-box run adds the noise test to the effective noise. Returns (bounds,
-    estimates, claim_tests)."""
+    of a white-box run adds the noise test to the effective noise; ``effective=False``
+    skips the effective noise (it never decides; experiments auditing thousands of runs).
+    Returns (bounds, estimates, claim_tests)."""
     from audit.stats import GuessSearch, epsilon_one_run_from_scores, fdp_one_run_estimate
 
     search = GuessSearch(full_share=config.audit.full_guess_share)
     n_tests = max(len(scores), 1) * (2 if claim is not None else 1)
     per_test = 1.0 - (1.0 - config.confidence) / n_tests
     claim_tests = [] if claim is None else _claim_tests(scores, members, claim, delta, per_test, search,
-                                                        config.confidence, readings)
+                                                        config.confidence, readings if effective else False)
     bounds, estimates = [], []
     for name, s in scores.items():
         b = epsilon_one_run_from_scores(s, members, delta=delta, confidence=per_test, strategy=search)
@@ -186,7 +187,8 @@ def bounds_and_estimates(config: AuditConfig, scores: dict[str, np.ndarray], mem
 
 def _claim_tests(scores, members, claim, delta, per_test, search, confidence, readings) -> list[dict]:
     """Per score: the one-run test of the claimed curve and the effective noise, at ``per_test``
-    (with ``readings``, its noise test and signal test share that level)."""
+    (with ``readings``, its noise test and signal test share that level; ``readings=False``:
+    no effective noise)."""
     from audit.stats.claim_test import claim_test_one_run
     from audit.stats.effective_noise import effective_noise_one_run
     from audit.stats.privacy_curve import dpsgd_curve
@@ -196,9 +198,11 @@ def _claim_tests(scores, members, claim, delta, per_test, search, confidence, re
     rows = []
     for name, s in scores.items():
         test = claim_test_one_run(s, members, curve, confidence=per_test, strategy=search)
-        values, c = readings if readings is not None else (None, 1.0)
-        eff = effective_noise_one_run(s, members, noise_multiplier=sigma, sample_rate=q, steps=steps, delta=delta,
-                                      confidence=per_test, strategy=search, readings=values, max_grad_norm=c)
-        rows.append({"name": f"claim-test/{name}", **test.to_dict(), "confidence_overall": confidence,
-                     "effective": eff.to_dict()})
+        row = {"name": f"claim-test/{name}", **test.to_dict(), "confidence_overall": confidence}
+        if readings is not False:
+            values, c = readings if readings is not None else (None, 1.0)
+            row["effective"] = effective_noise_one_run(
+                s, members, noise_multiplier=sigma, sample_rate=q, steps=steps, delta=delta, confidence=per_test,
+                strategy=search, readings=values, max_grad_norm=c).to_dict()
+        rows.append(row)
     return rows

@@ -361,6 +361,7 @@ def train_whitebox(config: AuditConfig, data: AuditData, run_dir: Path):
 
     from audit.observations import from_named_statistics, save_observations
     from canaries.gradient import CanarySlots, GradientCanaries, with_canaries
+    from canaries.iterate_scores import spread
     from trainers.models import build_model
     from trainers.opacus_dp import sample_rate_and_steps, train_dp
 
@@ -400,6 +401,7 @@ def train_whitebox(config: AuditConfig, data: AuditData, run_dir: Path):
     obs = result.optimizer.canary_observations()
     stats = {
         "likelihood-ratio": obs.likelihood_ratio,
+        "spread": spread(obs.readings),
         "all-iterates": obs.all_iterates,
         "last-iterate": obs.last_iterate,
     }

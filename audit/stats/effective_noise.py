@@ -178,6 +178,22 @@ def _levels(confidence: float, readings) -> tuple[float, float]:
     return (alpha, 0.0) if readings is None else (alpha / 2, alpha / 2)
 
 
+def _one_run_tests(scores, members, noise_multiplier, sample_rate, steps, confidence, strategy, readings,
+                   max_grad_norm):
+    """(signal p-value as a function of sigma', its level, the noise test or None) of one run."""
+    scores, members = _validate.check_scores(scores, members)
+    _validate.check_one_run_design(int(members.sum()), members.size)
+    confidence = _validate.check_confidence(confidence)
+    strategy = GuessSearch() if strategy is None else strategy
+    alpha, noise_alpha = _levels(confidence, readings)
+    noise = _noise(readings, ~members, max_grad_norm, noise_alpha)
+    m = scores.size
+    claimed = dpsgd_curve(noise_multiplier, sample_rate, steps)
+    outcomes = guess_outcomes(scores, members, claim_plan(strategy, m, claimed, alpha))
+    p_value = _cached(lambda sigma: family_p_value(outcomes, m, _search_curve(sigma, sample_rate, steps), alpha)[0])
+    return p_value, alpha, noise
+
+
 def effective_noise_one_run(
     scores,
     members,
@@ -197,19 +213,34 @@ def effective_noise_one_run(
     ``readings: float[steps, m]``, the canaries' per-step readings on the unnormalised scale
     (white-box audits), adds the noise test on the non-members' columns, with clipping norm
     ``max_grad_norm``; the two tests then share the level."""
-    scores, members = _validate.check_scores(scores, members)
-    _validate.check_one_run_design(int(members.sum()), members.size)
-    confidence = _validate.check_confidence(confidence)
     delta = _validate.check_delta(delta)
-    strategy = GuessSearch() if strategy is None else strategy
-    alpha, noise_alpha = _levels(confidence, readings)
-    noise = _noise(readings, ~members, max_grad_norm, noise_alpha)
-    m = scores.size
-    claimed = dpsgd_curve(noise_multiplier, sample_rate, steps)
-    outcomes = guess_outcomes(scores, members, claim_plan(strategy, m, claimed, alpha))
-    p_value = _cached(lambda sigma: family_p_value(outcomes, m, _search_curve(sigma, sample_rate, steps), alpha)[0])
+    p_value, alpha, noise = _one_run_tests(scores, members, noise_multiplier, sample_rate, steps, confidence,
+                                           strategy, readings, max_grad_norm)
     return _result(lambda sigma: p_value(sigma) <= alpha, noise_multiplier=noise_multiplier, sample_rate=sample_rate,
-                   steps=steps, delta=delta, confidence=confidence, p_value=p_value, noise=noise)
+                   steps=steps, delta=delta, confidence=float(confidence), p_value=p_value, noise=noise)
+
+
+def rejects_noise_level(
+    sigma: float,
+    scores,
+    members,
+    *,
+    noise_multiplier: float,
+    sample_rate: float,
+    steps: int,
+    confidence: float = 0.95,
+    strategy: GuessSearch | None = None,
+    readings=None,
+    max_grad_norm: float = 1.0,
+) -> bool:
+    """Whether the tests of :func:`effective_noise_one_run` (same arguments) reject the noise
+    level ``sigma``, i.e. whether that run's sigma_eff is at or below ``sigma`` (up to the
+    search's floor and tolerance, which only lower sigma_eff's claim). Without the search,
+    so a soundness experiment can count, over many runs of true noise ``sigma``, how often
+    the statement "less noise than sigma_eff" is false."""
+    p_value, alpha, noise = _one_run_tests(scores, members, noise_multiplier, sample_rate, steps, confidence,
+                                           strategy, readings, max_grad_norm)
+    return bool((noise is not None and noise.upper <= sigma) or p_value(float(sigma)) <= alpha)
 
 
 def effective_noise_counts(
