@@ -119,6 +119,11 @@ class AuditSettings(_Section):
     models: int = Field(default=8, ge=1, le=MAX_MODELS)
     canaries: int = Field(default=500, ge=1, le=MAX_CANARIES)
     canary_kind: Literal["natural", "mislabeled", "clipbkd", "ood", "gradient"] = "natural"
+    canary_tensors: int = Field(
+        default=1, ge=1, le=64,
+        description="gradient canaries: 1 = a Dirac on one slot tensor; k >= 2 = each canary split equally over k "
+                    "slot tensors (clipping each tensor separately lets sqrt(k) C through, which the readings show)",
+    )
     # lira-online (per-record IN and OUT variances) needs many shadows and is not a default;
     # lira-offline's per-record OUT variance warns below 32 OUT values per record (the
     # -fixed variants pool one variance and suit few shadows; lira-offline-fixed bounds).
@@ -261,6 +266,8 @@ class AuditConfig(_Section):
                 raise ValueError(
                     "audit.canary_kind = 'gradient' needs a DP-SGD trainer (dp, zoo or optimizer-plugin)"
                 )
+        elif self.audit.canary_tensors != 1:
+            raise ValueError("audit.canary_tensors splits gradient canaries; it needs audit.canary_kind = 'gradient'")
         elif self.audit.models < 5:
             # A canary counts for a target only when its shadows include it at least once
             # and exclude it at least once: with four shadows 7/8 of the canaries do.

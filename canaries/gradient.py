@@ -36,11 +36,24 @@ broken clipping lets the large norm through.
 
 Observations
 ------------
-At each (non-skipped) step the canary's reading is the projection of the noisy summed
-gradient (``p.grad`` right after ``add_noise``, before division by the batch size) on
-the canary's unit direction u_i:
+A reading comes from what the step releases, after everything the optimizer does to the
+noisy sum (Steinke, Nasr & Jagielski 2023 and Nasr et al. 2023 audit the released
+iterates): at each (non-skipped) logical step, the change of the canary's coordinates
+between the iterates before and after the step, turned back into a gradient by the
+inner optimizer's own rule and brought to the unnormalised scale with the *configured*
+expected batch size (times the accumulated physical batches, under ``loss_reduction =
+"mean"``), projected on the canary's unit direction u_i:
 
-    x_t = b_t * C + N(0, sigma^2 C^2)          for a correct optimizer,
+    x_t = b_t * C + N(0, sigma^2 C^2)          for a correct optimizer.
+
+The rule is inverted exactly for ``torch.optim.SGD`` without momentum (any learning rate
+and weight decay: ``g = (theta_before - theta_after) / lr - weight_decay * theta_before``),
+the optimizer of DP-SGD. With momentum, Adam or any other inner optimizer (whose update is
+not a function of this step's gradient alone) the reading is the gradient the inner
+optimizer receives (``p.grad`` after ``add_noise`` and ``scale_grad``), again times the
+configured scale; :attr:`GradientCanaryObservations.reading_source` says which. Either
+way, what a faulty step does after the noise (dividing by the realised batch size,
+scaling the noise twice) shows in the readings instead of being undone.
 
 from which :class:`GradientCanaryObservations` holds the all-iterates sum (Nasr et al.
 2023), the likelihood-ratio statistic over iterates
@@ -260,6 +273,8 @@ class GradientCanaryObservations:
         "never present" (see :mod:`canaries.iterate_scores`).
       last_iterate: float[canaries]; ``<theta_0 - theta_T, u_i>``.
       sample_rate, noise_multiplier, max_grad_norm, norm_factor: the settings read under.
+      reading_source: "iterates" (the released change of the parameters, inverted through
+        plain SGD) or "gradient" (the gradient the inner optimizer receives).
     """
 
     members: np.ndarray
@@ -272,6 +287,7 @@ class GradientCanaryObservations:
     noise_multiplier: float
     max_grad_norm: float
     norm_factor: float
+    reading_source: str = "iterates"
 
 
 def _latest(grad_sample):
@@ -299,7 +315,7 @@ class CanaryDPOptimizerMixin:
 
     Before the base ``pre_step`` (so before clipping), each present canary is appended as
     one more row of ``p.grad_sample`` on every parameter (zero outside its coordinates);
-    after the base ``add_noise`` the canaries' coordinates of ``p.grad`` are read.
+    the reading is taken from the released step (see the module's "Observations").
     With virtual steps (``signal_skip_step``), canaries are inserted once per logical step,
     in its last physical batch. Use :func:`with_canaries` to attach one.
 
@@ -313,6 +329,9 @@ class CanaryDPOptimizerMixin:
     _canary_readings: list
     _canary_initial: np.ndarray
     _canary_pending: bool
+    _canary_noised: bool
+    _canary_release: dict | None
+    _canary_sources: set
 
     def _canary_setup(self, canaries: GradientCanaries, generator: torch.Generator) -> None:
         self._canaries = canaries
@@ -320,9 +339,49 @@ class CanaryDPOptimizerMixin:
         self._canary_presence = []
         self._canary_readings = []
         self._canary_pending = False
+        self._canary_noised = False
+        self._canary_release = None
+        self._canary_sources = set()
         self._canary_initial = _project(canaries, {id(c.param): c.param.detach().clone() for c in canaries.coordinates})
 
+    def _canary_params(self) -> dict[int, nn.Parameter]:
+        return {id(c.param): c.param for c in self._canaries.coordinates}
+
+    def _canary_scale(self) -> float:
+        """The configured normalisation that ``scale_grad`` should apply, undone on reading."""
+        if getattr(self, "loss_reduction", "mean") != "mean":
+            return 1.0
+        return float(self.expected_batch_size) * float(self.accumulated_iterations)
+
+    def _sgd_groups(self) -> dict[int, dict] | None:
+        """The inner optimizer's param group of each canary parameter when the inner optimizer
+        is plain SGD (no momentum, not maximising), whose step can be inverted; else None."""
+        inner = getattr(self, "original_optimizer", None)
+        if type(inner) is not torch.optim.SGD:
+            return None
+        groups = {}
+        for group in inner.param_groups:
+            for p in group["params"]:
+                groups[id(p)] = group
+        params = self._canary_params()
+        if any(k not in groups for k in params):
+            return None
+        if any(groups[k].get("momentum", 0) or groups[k].get("maximize", False) for k in params):
+            return None
+        return {k: groups[k] for k in params}
+
+    def _record(self, reading: np.ndarray, source: str) -> None:
+        self._canary_readings.append(reading)
+        self._canary_sources.add(source)
+
+    def _flush_release(self) -> None:
+        """A step whose release was never seen (``pre_step`` without ``step``): keep its gradient reading."""
+        if self._canary_release is not None:
+            self._record(self._canary_release["gradient"], "gradient")
+            self._canary_release = None
+
     def _insert_canaries(self) -> None:
+        self._flush_release()
         if self._canary_pending:
             raise RuntimeError(
                 f"{type(self).__name__} took a step without calling add_noise: canary readings are taken right "
@@ -371,17 +430,43 @@ class CanaryDPOptimizerMixin:
 
     def pre_step(self, closure=None):
         self._insert_canaries()
-        return super().pre_step(closure)
+        taken = super().pre_step(closure)
+        if self._canary_noised:  # noise added and scaled: note the gradient and the iterate before the step
+            self._canary_noised = False
+            scale = self._canary_scale()
+            params = self._canary_params()
+            self._canary_release = {
+                "scale": scale,
+                "gradient": _project(self._canaries, {k: p.grad for k, p in params.items()}) * scale,
+                "before": {k: p.detach().clone() for k, p in params.items()},
+            }
+        return taken
 
     def add_noise(self):
         super().add_noise()
         if self._canary_pending:
-            grads = {id(c.param): c.param.grad for c in self._canaries.coordinates}
-            self._canary_readings.append(_project(self._canaries, grads))
             self._canary_pending = False
+            self._canary_noised = True
+
+    def step(self, closure=None):
+        result = super().step(closure)
+        release, self._canary_release = self._canary_release, None
+        if release is not None:
+            groups = self._sgd_groups()
+            if groups is None:
+                self._record(release["gradient"], "gradient")
+            else:
+                grads = {}
+                for k, p in self._canary_params().items():
+                    before = release["before"][k].double()
+                    lr, wd = float(groups[k]["lr"]), float(groups[k].get("weight_decay", 0.0))
+                    grads[k] = (before - p.detach().double()) / lr - wd * before
+                self._record(_project(self._canaries, grads) * release["scale"], "iterates")
+        return result
 
     def canary_observations(self) -> GradientCanaryObservations:
         """The canaries' statistics over all steps taken so far."""
+        self._flush_release()
         canaries = self._canaries
         m = canaries.n_canaries
         steps = len(self._canary_readings)
@@ -402,6 +487,7 @@ class CanaryDPOptimizerMixin:
             noise_multiplier=float(self.noise_multiplier),
             max_grad_norm=c,
             norm_factor=canaries.norm_factor,
+            reading_source="gradient" if "gradient" in self._canary_sources else "iterates",
         )
 
 

@@ -424,3 +424,55 @@ def test_opacus_canaries_match_the_yardstick_simulation():
         assert stats.ks_2samp(obs.likelihood_ratio[mask], sim.llr[sim_mask]).pvalue > 1e-6
     # ... and the two member distributions do differ from the non-member ones.
     assert stats.ks_2samp(obs.likelihood_ratio[members], obs.likelihood_ratio[~members]).pvalue < 1e-6
+
+
+def _with(opt, net, members, rate=1.0):
+    return with_canaries(opt, GradientCanaries.dirac(net.canary_slots.slots[0], sample_rate=rate, members=members),
+                         generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("lr, weight_decay", [(0.1, 0.0), (0.7, 0.05)])
+def test_readings_come_from_the_released_iterates_of_plain_sgd(lr, weight_decay):
+    """The reading is the change of the iterates turned back into a gradient (any lr and weight decay)."""
+    c = 0.5
+    net, gsm, opt = _setup(clip=c, lr=lr)
+    for group in opt.original_optimizer.param_groups:
+        group["weight_decay"] = weight_decay
+    _with(opt, net, np.array([True, False, True]))
+    _train(gsm, opt, 4)
+    obs = opt.canary_observations()
+    assert obs.reading_source == "iterates"
+    np.testing.assert_allclose(obs.readings, np.tile([_clipped(c), 0.0, _clipped(c)], (4, 1)), rtol=1e-5, atol=1e-6)
+
+
+def test_other_inner_optimizers_are_read_at_the_gradient_they_receive():
+    c = 0.5
+    net, gsm, opt = _setup(clip=c)
+    opt.original_optimizer = torch.optim.Adam(gsm.parameters(), lr=0.01)
+    opt.param_groups = opt.original_optimizer.param_groups
+    _with(opt, net, np.array([True, False, True]))
+    _train(gsm, opt, 3)
+    obs = opt.canary_observations()
+    assert obs.reading_source == "gradient"
+    np.testing.assert_allclose(obs.readings, np.tile([_clipped(c), 0.0, _clipped(c)], (3, 1)), rtol=1e-6)
+
+
+class RealisedBatchDPOptimizer(DPOptimizer):
+    """Faulty after the noise: divides by the realised batch size, not the expected one (Opacus #571)."""
+
+    def scale_grad(self):
+        batch = next(len(p.grad_sample) for p in self.params if p.grad_sample is not None)
+        for p in self.params:
+            p.grad /= batch
+
+
+def test_what_a_step_does_after_the_noise_shows_in_the_readings():
+    """A batch of 4 records and 2 present canaries divided by its realised size 6 instead of
+    the expected 4: each present canary reads 4/6 C, not C (a reading taken inside the
+    optimizer, before the scaling, would show C and miss it)."""
+    c = 0.5
+    net, gsm, opt = _setup(clip=c, cls=RealisedBatchDPOptimizer)
+    _with(opt, net, np.array([True, False, True]))
+    _train(gsm, opt, 2)
+    np.testing.assert_allclose(opt.canary_observations().readings, np.tile([4 / 6 * c, 0.0, 4 / 6 * c], (2, 1)),
+                               rtol=1e-5, atol=1e-6)

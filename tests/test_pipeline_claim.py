@@ -80,3 +80,41 @@ def test_readings_round_trip_and_older_run_directories(tmp_path):
     rundir.save_readings(tmp_path, readings, 2.5)
     back, c = rundir.load_readings(tmp_path)
     assert np.array_equal(back, readings) and c == 2.5
+
+
+def test_split_canaries_from_the_config_catch_per_tensor_clipping(tmp_path):
+    """audit.canary_tensors = 4 splits each canary over four slot tensors: the correct Opacus
+    trainer passes, a plugin that clips each tensor separately lets sqrt(4) C = 2 C through
+    (as much as half the noise: caught in one run at the example's claimed epsilon 2)."""
+    plugin = tmp_path / "per_tensor.py"
+    plugin.write_text(
+        "import torch\n"
+        "from opacus.optimizers import DPOptimizer\n"
+        "from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed\n\n"
+        "class PerTensorClip(DPOptimizer):\n"
+        "    def clip_and_accumulate(self):\n"
+        "        for p in self.params:\n"
+        "            _check_processed_flag(p.grad_sample)\n"
+        "            g = self._get_flat_grad_sample(p)\n"
+        "            norms = g.reshape(len(g), -1).norm(2, dim=-1)\n"
+        "            factor = (self.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)\n"
+        "            grad = torch.einsum('i,i...', factor, g)\n"
+        "            p.summed_grad = grad if p.summed_grad is None else p.summed_grad + grad\n"
+        "            _mark_as_processed(p.grad_sample)\n")
+    common = ["--no-progress", "--set", "mlflow.enabled=false", "--set", "audit.canary_tensors=4"]
+    assert main(["run", EXAMPLE, *common, "--set", f'output_dir="{tmp_path / "ok"}"']) == 0
+    assert main(["run", EXAMPLE, *common, "--set", f'trainer.plugin="{plugin}:PerTensorClip"',
+                 "--set", f'output_dir="{tmp_path / "bug"}"']) == 1
+    report = json.loads((tmp_path / "bug" / "report.json").read_text())
+    assert report["verdict"]["decision"] == "VIOLATION"
+    assert json.loads((tmp_path / "ok" / "report.json").read_text())["verdict"]["decision"] == "NO VIOLATION DETECTED"
+
+
+def test_canary_tensors_needs_gradient_canaries():
+    from audit.config import parse_config
+    from audit.errors import InputError
+
+    import pytest
+
+    with pytest.raises(InputError, match="canary_tensors"):
+        parse_config({"audit": {"canary_tensors": 2}})

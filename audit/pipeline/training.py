@@ -378,9 +378,12 @@ def train_whitebox(config: AuditConfig, data: AuditData, run_dir: Path):
         config.model.name, data.base.in_shape, data.base.n_classes,
         generator=torch.Generator().manual_seed(int(seeds[1])), **model_kwargs(config),
     )
-    net.canary_slots = CanarySlots(m)
+    k = config.audit.canary_tensors
+    net.canary_slots = CanarySlots(m, n_tensors=k)
     q, _ = sample_rate_and_steps(len(data.base), t.batch_size)
-    canaries = GradientCanaries.dirac(net.canary_slots.slots[0], sample_rate=q, members=members)
+    slots = net.canary_slots.slots
+    canaries = (GradientCanaries.dirac(slots[0], sample_rate=q, members=members) if k == 1
+                else GradientCanaries.split(list(slots), sample_rate=q, members=members))
 
     def attach(opt):
         return with_canaries(opt, canaries, generator=torch.Generator().manual_seed(int(seeds[2])))
@@ -408,7 +411,8 @@ def train_whitebox(config: AuditConfig, data: AuditData, run_dir: Path):
     observations = from_named_statistics(
         members[None, :],
         {k: np.asarray(v, dtype=np.float64)[None, :] for k, v in stats.items()},
-        metadata={"dataset": data.base.name, "trainer": t.kind, "seed": config.seed, "claimed_epsilon": result.epsilon},
+        metadata={"dataset": data.base.name, "trainer": t.kind, "seed": config.seed, "claimed_epsilon": result.epsilon,
+                  "reading_source": obs.reading_source, "canary_tensors": k},
     )
     utility = {
         0: {
