@@ -14,8 +14,9 @@ q = 0.01, T = 1,000, delta = 1e-5, 95% confidence, likelihood-ratio score):
   :func:`audit.stats.effective_noise.rejects_noise_level` (the same tests without the
   search), on the exact mechanism (:func:`canaries.simulate.simulate`, 1,000 audits per
   claim) and on real fast-trainer audits (:func:`experiments.tightness.train_whitebox`,
-  200 per claim at epsilon 2 and 8), beside the false rejections of the claimed curve
-  (:func:`audit.stats.claim_test.claim_test_one_run`) on the same audits;
+  500 per claim at epsilon 2 and 8), beside the false rejections of the claimed curve
+  (:func:`audit.stats.claim_test.claim_test_one_run`) on the same audits, and the mean
+  ratio of the measured noise to the true sigma (a bias check of the readings);
 * **tightness**: the effective epsilon as a share of the claim, mean [min, max] over 10
   seeds: exact mechanism, fast trainer, and the Opacus trainer through the pipeline
   (``audit.pipeline.run_audit``, the report's effective epsilon: its tests run at the
@@ -45,6 +46,7 @@ from audit.atomic import atomic_open
 from audit.stats.claim_test import claim_test_one_run
 from audit.stats.effective_noise import effective_noise_counts, effective_noise_one_run, rejects_noise_level
 from audit.stats.intervals import two_sided
+from audit.stats.noise_level import noise_level_test
 from audit.stats.privacy_curve import dpsgd_curve
 from canaries.simulate import simulate
 from experiments import tightness as tt
@@ -58,7 +60,7 @@ class Setting:
     soundness_claims: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0)
     exact_runs: int = 1000
     trainer_claims: tuple[float, ...] = (2.0, 8.0)
-    trainer_runs: int = 200
+    trainer_runs: int = 500
     seeds: int = 10
     many_canaries: int = 10_000
     many_canaries_claim: float = 8.0
@@ -101,11 +103,15 @@ def _audit_counts(setting: Setting, sigma: float, audits) -> dict:
     sigma_eff <= sigma (effective epsilon above the truth) and the claimed curve is rejected."""
     curve = dpsgd_curve(**_claim(setting, sigma))
     below = rejected = n = 0
+    ratios = []
     for scores, members, readings in audits:
         n += 1
         below += rejects_noise_level(sigma, scores, members, **_claim(setting, sigma), readings=readings)
         rejected += claim_test_one_run(scores, members, curve).rejected
-    return {"effective_above_truth": _rate(below, n), "claim_rejected": _rate(rejected, n)}
+        ratios.append(noise_level_test(readings[:, ~members], max_grad_norm=1.0).estimate / sigma)
+    ratios = np.asarray(ratios)
+    return {"effective_above_truth": _rate(below, n), "claim_rejected": _rate(rejected, n),
+            "noise_ratio": {"mean": float(ratios.mean()), "se": float(ratios.std(ddof=1) / np.sqrt(n))}}
 
 
 def soundness_exact(setting: Setting, eps: float) -> dict:
@@ -266,13 +272,16 @@ def markdown(result: dict, setting: Setting, seconds: float, quick: bool) -> str
         "`rejects_noise_level` at the true σ (the same two tests as the search, without it); the claimed "
         "curve's one-run test on the same audits beside it.",
         "",
-        "| audits | claimed ε | σ | effective ε above the truth | claimed curve rejected |",
-        "|---|---:|---:|---|---|",
+        "| audits | claimed ε | σ | effective ε above the truth | claimed curve rejected | measured noise / σ "
+        "(mean ± s.e.) |",
+        "|---|---:|---:|---|---|---|",
     ]
     for kind, label in (("soundness_exact", "exact mechanism"), ("soundness_trainer", "fast trainer")):
         for eps, row in result[kind].items():
+            ratio = row["noise_ratio"]
             lines.append(f"| {label} | {float(eps):g} | {_sigma(setting, float(eps)):.4f} | "
-                         f"{_cell(row['effective_above_truth'])} | {_cell(row['claim_rejected'])} |")
+                         f"{_cell(row['effective_above_truth'])} | {_cell(row['claim_rejected'])} | "
+                         f"{ratio['mean']:.5f} ± {ratio['se']:.5f} |")
     lines += [
         "",
         "## Tightness: effective ε as a share of the claim",

@@ -352,6 +352,12 @@ def test_fast_trainer_dp_audit_claims_the_accountants_epsilon(tmp_path):
     assert report["mode"] == "dp" and report["claimed"]["epsilon"] == pytest.approx(expected)
     assert report["verdict"]["decision"] in ("VIOLATION", "NO VIOLATION DETECTED", "INCONCLUSIVE")
     assert report["verdict"]["epsilon_lower_bound"] <= report["verdict"]["power"]
+    # A black-box DP-SGD audit tests model 0's claimed curve too (the bound attack's scores),
+    # sharing the confidence; its effective noise has the signal test only (no readings).
+    (test,) = report["claim_tests"]
+    assert test["name"] == "claim-test/lira-offline-fixed" and test["confidence"] == 0.975
+    assert f"sigma=1, q={64 / m0['n_train']:.4g}" in test["claim"] and f"T={m0['steps']}" in test["claim"]
+    assert test["effective"]["details"]["noise_test"] is None
 
 
 def test_label_only_output_defence_is_what_attacks_see(tmp_path):

@@ -44,11 +44,14 @@ PROB_FLOOR = 1e-30
 @dataclasses.dataclass(frozen=True)
 class TrainedModel:
     """A trained model as the observer sees it: ``predict_logits(x: float32[n, ...]) -> float[n, classes]``,
-    and the (epsilon, delta) its training claims (``inf`` for non-private training)."""
+    and the (epsilon, delta) its training claims (``inf`` for non-private training).
+    ``dpsgd``: for DP-SGD training, the claim's ``noise_multiplier``, ``sample_rate``,
+    ``accounting_sample_rate`` and ``steps`` (the curve a black-box audit tests)."""
 
     predict_logits: Callable[[np.ndarray], np.ndarray]
     epsilon: float
     delta: float
+    dpsgd: Mapping[str, Any] | None = None
 
 
 class ModelTrainer(Protocol):
@@ -171,7 +174,9 @@ def dp_trainer(
         else:
             res = train_dp(net, train, config=config, seed=train_seed, optimizer_class=optimizer_class or DPOptimizer,
                            optimizer_kwargs=optimizer_kwargs)
-        return TrainedModel(lambda x: predict_logits(net, x), res.epsilon, res.delta)
+        dpsgd = {"noise_multiplier": res.noise_multiplier, "sample_rate": res.sample_rate,
+                 "accounting_sample_rate": res.accounting_sample_rate, "steps": res.steps}
+        return TrainedModel(lambda x: predict_logits(net, x), res.epsilon, res.delta, dpsgd)
 
     return trainer
 

@@ -57,11 +57,12 @@ def _claim(config: AuditConfig, utility: dict[int, dict]) -> dict[str, Any]:
 
 
 def _claimed_dpsgd(config: AuditConfig, utility: dict[int, dict]) -> tuple[float, float, int] | None:
-    """The claimed DP-SGD (sigma, q, T) whose privacy curve a white-box audit tests: model 0's
-    noise multiplier and steps, and the sample rate its accountant was given (a zoo variant's
-    claim may be the bug). None for black-box audits (not yet tested there), non-DP runs and
-    runs without noise (an infinite claim)."""
-    if config.mode != "dp" or config.audit.canary_kind != "gradient":
+    """The claimed DP-SGD (sigma, q, T) whose privacy curve the audit tests on model 0 (the
+    target of the one-run bound, white-box or black-box): its noise multiplier and steps,
+    and the sample rate its accountant was given (a zoo variant's claim may be the bug).
+    None for non-DP runs, trainers that state no DP-SGD claim (a black-box plugin's bare
+    epsilon) and runs without noise (an infinite claim)."""
+    if config.mode != "dp":
         return None
     model = utility[0]
     sigma, steps = float(model.get("noise_multiplier") or 0.0), int(model.get("steps") or 0)

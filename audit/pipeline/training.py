@@ -232,6 +232,7 @@ def _train_models(config: AuditConfig, data: AuditData, keep: np.ndarray, indice
             "test_accuracy": _accuracy(trained, data.test) if len(data.test) else None,
             "epsilon": trained.epsilon,
             "delta": trained.delta,
+            **dict(trained.dpsgd or {}),
         }
         results.append(ModelResult(k, np.r_[keep[k], np.zeros(n_pop, bool)], logits, utility))
     return results
@@ -294,6 +295,7 @@ def _train_fast(config: AuditConfig, data: AuditData, keep: np.ndarray, todo: li
             "delta": dp.delta if private else 0.0,
             "steps": steps,
             "noise_multiplier": sigma,
+            "sample_rate": min(t.batch_size / n_k, 1.0),
         }
         results.append(ModelResult(k, np.r_[keep[k], np.zeros(n_pop, bool)], observed_logits[row][:, None, :], utility))
     return results
