@@ -67,13 +67,15 @@ class Setting:
     multi_run_claim: float = 8.0
     multi_run_per_world: int = 300
     multi_run_seeds: int = 2
+    blackbox_claims: tuple[float, ...] = (8.0, 16.0)
+    blackbox_kinds: tuple[str, ...] = ("clipbkd", "mislabeled")
     opacus: bool = True
     tight: tt.Setting = tt.FULL
 
 
 FULL = Setting()
 QUICK = Setting(claims=(8.0,), soundness_claims=(8.0,), exact_runs=20, trainer_claims=(8.0,), trainer_runs=10,
-                seeds=2, many_canaries=2000, multi_run_per_world=40, multi_run_seeds=1, opacus=False,
+                seeds=2, many_canaries=2000, multi_run_per_world=40, multi_run_seeds=1, opacus=False, blackbox_claims=(),
                 tight=replace(tt.FULL, steps=300))
 
 
@@ -210,6 +212,25 @@ def multi_run(setting: Setting) -> list[dict]:
     return out
 
 
+def blackbox(setting: Setting, eps: float, kind: str, workdir: Path) -> list[dict]:
+    """``tightness.md``'s black-box audits (fast trainer, K models, the pipeline's bound
+    attack on model 0), now with the curve test and the effective noise of the report."""
+    from audit.config import parse_config
+    from audit.pipeline import run_audit
+
+    out = []
+    for seed in setting.tight.blackbox.seeds:
+        tree = tt.blackbox_config(setting.tight, kind, eps, seed, workdir / f"bb-{kind}-{tt._milli(eps)}-{seed}")
+        report = run_audit(parse_config(tree), progress=False)
+        v = report["verdict"]
+        (test,) = report["claim_tests"]
+        out.append({"claimed": v["claimed_epsilon"], "bound": v["epsilon_lower_bound"], "power": v["power"],
+                    "claim_p": test["p_value"], "claim_rejected": test["rejected"], "testable": test["testable"],
+                    "epsilon": test["effective"]["epsilon"], "noise_multiplier": test["effective"]["noise_multiplier"],
+                    "decided_by": test["effective"]["details"]["decided_by"], "decision": v["decision"]})
+    return out
+
+
 def run(setting: Setting, log=print) -> dict:
     result: dict = {"soundness_exact": {}, "soundness_trainer": {}, "exact": {}, "trainer": {}, "opacus": {}}
     for eps in setting.soundness_claims:
@@ -236,6 +257,13 @@ def run(setting: Setting, log=print) -> dict:
     started = time.perf_counter()
     result["multi_run"] = multi_run(setting)
     log(f"multi-run: {time.perf_counter() - started:.0f} s")
+    result["blackbox"] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for eps in setting.blackbox_claims:
+            for kind in setting.blackbox_kinds:
+                started = time.perf_counter()
+                result["blackbox"][f"{kind}/{eps}"] = blackbox(setting, eps, kind, Path(tmp))
+                log(f"black-box {kind} eps {eps:g}: {time.perf_counter() - started:.0f} s")
     return result
 
 
@@ -248,6 +276,36 @@ def _share(rows: list[dict], eps: float) -> str:
 def _cell(r: dict) -> str:
     lo, hi = r["interval"]
     return f"{r['count']}/{r['n']} = {r['rate']:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def _blackbox_lines(result: dict, setting: Setting) -> list[str]:
+    if not result.get("blackbox"):
+        return []
+    bbs = setting.tight.blackbox
+    lines = [
+        "",
+        "## Black-box: the curve test and the effective noise beside the bound",
+        "",
+        f"`tightness.md`'s black-box audits (fast trainer, `{bbs.data}` n = {bbs.n}, MLP {list(bbs.widths)}, "
+        f"K = {bbs.models} models, {bbs.canaries} canaries, the bound attack `lira-offline-fixed` on model 0), "
+        f"seeds {list(bbs.seeds)} (cells: one value per seed); the (ε, δ) bound, the curve test's p-value (and "
+        "whether any outcome could have rejected the curve) and the effective ε (signal test only: a black-box audit "
+        "has no readings), all at the pipeline's shared level 97.5%. Measured, no target yet.",
+        "",
+        "| canaries | claimed ε | claimed ε (model 0) | bound | curve test p (could reject) | effective ε | verdict |",
+        "|---|---:|---|---|---|---|---|",
+    ]
+    for key, rows in result["blackbox"].items():
+        kind, eps = key.split("/")
+        cells = [
+            " / ".join(f"{r['claimed']:.2f}" for r in rows),
+            " / ".join(f"{r['bound']:.2f}" for r in rows),
+            " / ".join(f"{r['claim_p']:.3g} ({'yes' if r['testable'] else 'no'})" for r in rows),
+            " / ".join(f"{r['epsilon']:.2f}" for r in rows),
+            " / ".join(r["decision"] for r in rows),
+        ]
+        lines.append(f"| {kind} | {float(eps):g} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def markdown(result: dict, setting: Setting, seconds: float, quick: bool) -> str:
@@ -308,6 +366,9 @@ def markdown(result: dict, setting: Setting, seconds: float, quick: bool) -> str
         f"Multi-run white-box, {setting.multi_run_per_world} + {setting.multi_run_per_world} fast-trainer runs "
         f"(one canary each) at claimed ε {setting.multi_run_claim:g}, {setting.multi_run_seeds} seeds, counts at "
         f"the pilot threshold: {_share(result['multi_run'], setting.multi_run_claim)}.",
+    ]
+    lines += _blackbox_lines(result, setting)
+    lines += [
         "",
         "## Reading",
         "",
