@@ -12,8 +12,9 @@ q = 0.01, T = 1,000, delta = 1e-5, 95% confidence, likelihood-ratio score):
   as if it added less noise than sigma_eff" is false and the effective epsilon exceeds the
   true epsilon; at most 5% if sound), counted with
   :func:`audit.stats.effective_noise.rejects_noise_level` (the same tests without the
-  search), on the exact mechanism (:func:`canaries.simulate.simulate`, 1,000 audits per
-  claim) and on real fast-trainer audits (:func:`experiments.tightness.train_whitebox`,
+  search), on the exact mechanism (:func:`canaries.simulate.simulate`, 1,000 one-run and
+  1,000 multi-run audits per claim, the latter with 300 + 300 runs expected and counts at
+  a pilot threshold) and on real fast-trainer audits (:func:`experiments.tightness.train_whitebox`,
   500 per claim at epsilon 2 and 8), beside the false rejections of the claimed curve
   (:func:`audit.stats.claim_test.claim_test_one_run`) on the same audits, and the mean
   ratio of the measured noise to the true sigma (a bias check of the readings);
@@ -119,6 +120,31 @@ def _audit_counts(setting: Setting, sigma: float, audits) -> dict:
 def soundness_exact(setting: Setting, eps: float) -> dict:
     runs = (_exact(setting, eps, [61, tt._milli(eps), k]) for k in range(setting.exact_runs))
     return _audit_counts(setting, _sigma(setting, eps), ((r.llr, r.members, r.readings) for r in runs))
+
+
+def soundness_multi_exact(setting: Setting, eps: float) -> dict:
+    """Multi-run audits of the exact mechanism: ``multi_run_per_world`` runs per world
+    expected (each canary its own independent run, in world 1 with probability 1/2), counts
+    at the pilot threshold of ``tightness.md`` (drawn before the audits): false rejections
+    of the claimed curve (:func:`audit.stats.claim_test.claim_test_counts`) and the
+    effective noise's soundness (:func:`audit.stats.effective_noise.counts_reject_noise_level`,
+    with the readings of the runs without the canary)."""
+    from audit.stats.claim_test import claim_test_counts
+    from audit.stats.effective_noise import counts_reject_noise_level
+    from experiments.multi_run_whitebox import counts_at
+
+    sigma = _sigma(setting, eps)
+    t = replace(setting.tight, runs_per_world=setting.multi_run_per_world)
+    threshold = tt.pilot_threshold(t, sigma, np.random.default_rng([65, tt._milli(eps)]))
+    curve = dpsgd_curve(**_claim(setting, sigma))
+    below = rejected = 0
+    for k in range(setting.exact_runs):
+        run = _exact(setting, eps, [66, tt._milli(eps), k], 2 * setting.multi_run_per_world)
+        counts = counts_at(run.llr, run.members, threshold)
+        rejected += claim_test_counts(*counts, curve).rejected
+        below += counts_reject_noise_level(sigma, *counts, **_claim(setting, sigma),
+                                           readings=run.readings[:, ~run.members])
+    return {"effective_above_truth": _rate(below, setting.exact_runs), "claim_rejected": _rate(rejected, setting.exact_runs)}
 
 
 def _trainer_models(setting: Setting, eps: float, seeds: list[int], n_canaries: int, chunk: int = 20):
@@ -232,10 +258,12 @@ def blackbox(setting: Setting, eps: float, kind: str, workdir: Path) -> list[dic
 
 
 def run(setting: Setting, log=print) -> dict:
-    result: dict = {"soundness_exact": {}, "soundness_trainer": {}, "exact": {}, "trainer": {}, "opacus": {}}
+    result: dict = {"soundness_exact": {}, "soundness_multi": {}, "soundness_trainer": {}, "exact": {}, "trainer": {},
+                    "opacus": {}}
     for eps in setting.soundness_claims:
         started = time.perf_counter()
         result["soundness_exact"][str(eps)] = soundness_exact(setting, eps)
+        result["soundness_multi"][str(eps)] = soundness_multi_exact(setting, eps)
         log(f"soundness, exact mechanism, eps {eps:g}: {time.perf_counter() - started:.0f} s")
     for eps in setting.trainer_claims:
         started = time.perf_counter()
@@ -334,12 +362,14 @@ def markdown(result: dict, setting: Setting, seconds: float, quick: bool) -> str
         "(mean ± s.e.) |",
         "|---|---:|---:|---|---|---|",
     ]
-    for kind, label in (("soundness_exact", "exact mechanism"), ("soundness_trainer", "fast trainer")):
+    multi = f"exact mechanism, multi-run ({setting.multi_run_per_world} + {setting.multi_run_per_world} runs)"
+    for kind, label in (("soundness_exact", "exact mechanism, one run"), ("soundness_multi", multi),
+                        ("soundness_trainer", "fast trainer, one run")):
         for eps, row in result[kind].items():
-            ratio = row["noise_ratio"]
+            ratio = row.get("noise_ratio")
+            bias = "-" if ratio is None else f"{ratio['mean']:.5f} ± {ratio['se']:.5f}"
             lines.append(f"| {label} | {float(eps):g} | {_sigma(setting, float(eps)):.4f} | "
-                         f"{_cell(row['effective_above_truth'])} | {_cell(row['claim_rejected'])} | "
-                         f"{ratio['mean']:.5f} ± {ratio['se']:.5f} |")
+                         f"{_cell(row['effective_above_truth'])} | {_cell(row['claim_rejected'])} | {bias} |")
     lines += [
         "",
         "## Tightness: effective ε as a share of the claim",

@@ -138,3 +138,19 @@ def test_readings_must_match_the_canaries():
     with pytest.raises(InputError, match="one column per canary"):
         effective_noise_one_run(scores, members, noise_multiplier=SIGMA8, sample_rate=0.01, steps=20, delta=1e-5,
                                 readings=readings[:, :-1])
+
+
+def test_multi_run_counts_with_readings_reach_the_claim_and_agree_with_the_event():
+    """Counts of 300 + 300 runs at claimed epsilon 2 (each run's canary read over 1,000 steps)
+    and the readings of the 300 runs without it: the noise test sets sigma_eff within a
+    percent of the truth, and counts_reject_noise_level agrees with the search."""
+    from audit.stats.effective_noise import counts_reject_noise_level, effective_noise_counts
+
+    rng = np.random.default_rng(8)
+    absent = rng.normal(0.0, SIGMA2, (1000, 300))
+    same = dict(noise_multiplier=SIGMA2, sample_rate=0.01, steps=1000, readings=absent)
+    eff = effective_noise_counts(60, 240, 45, 255, delta=1e-5, **same)
+    assert eff.details["decided_by"] == "noise" and SIGMA2 < eff.noise_multiplier < 1.01 * SIGMA2
+    assert 0.9 * 2 < eff.epsilon < 2
+    assert counts_reject_noise_level(eff.noise_multiplier, 60, 240, 45, 255, **same)
+    assert not counts_reject_noise_level(0.999 * eff.noise_multiplier, 60, 240, 45, 255, **same)

@@ -243,6 +243,22 @@ def rejects_noise_level(
     return bool((noise is not None and noise.upper <= sigma) or p_value(float(sigma)) <= alpha)
 
 
+def _counts_tests(tp, fn, fp, tn, noise_multiplier, sample_rate, steps, confidence, readings, max_grad_norm):
+    """(signal p-value as a function of sigma', its level, the noise test or None) of counts."""
+    from audit.stats.claim_test import claim_test_counts
+    from audit.stats.counts import check_counts
+
+    tp, fn, fp, tn = check_counts(tp, fn, fp, tn)
+    confidence = _validate.check_confidence(confidence)
+    dpsgd_curve(noise_multiplier, sample_rate, steps)  # the claim's inputs, checked
+    alpha, noise_alpha = _levels(confidence, readings)
+    noise = None if readings is None else _noise(readings, np.ones(np.shape(readings)[-1], bool), max_grad_norm,
+                                                 noise_alpha)
+    p_value = _cached(lambda sigma: claim_test_counts(tp, fn, fp, tn, _search_curve(sigma, sample_rate, steps),
+                                                      confidence=1.0 - alpha).p_value)
+    return p_value, alpha, noise
+
+
 def effective_noise_counts(
     tp: int, fn: int, fp: int, tn: int, *, noise_multiplier: float, sample_rate: float, steps: int, delta: float,
     confidence: float = 0.95, readings=None, max_grad_norm: float = 1.0,
@@ -254,17 +270,20 @@ def effective_noise_counts(
 
     ``readings: float[steps, runs]``, the canary coordinate's per-step readings in runs
     without the canary (white-box), adds the noise test; the two tests then share the level."""
-    from audit.stats.claim_test import claim_test_counts
-    from audit.stats.counts import check_counts
-
-    tp, fn, fp, tn = check_counts(tp, fn, fp, tn)
-    confidence = _validate.check_confidence(confidence)
     delta = _validate.check_delta(delta)
-    dpsgd_curve(noise_multiplier, sample_rate, steps)  # the claim's inputs, checked
-    alpha, noise_alpha = _levels(confidence, readings)
-    noise = None if readings is None else _noise(readings, np.ones(np.shape(readings)[-1], bool), max_grad_norm,
-                                                 noise_alpha)
-    p_value = _cached(lambda sigma: claim_test_counts(tp, fn, fp, tn, _search_curve(sigma, sample_rate, steps),
-                                                      confidence=1.0 - alpha).p_value)
+    p_value, alpha, noise = _counts_tests(tp, fn, fp, tn, noise_multiplier, sample_rate, steps, confidence, readings,
+                                          max_grad_norm)
     return _result(lambda sigma: p_value(sigma) <= alpha, noise_multiplier=noise_multiplier, sample_rate=sample_rate,
-                   steps=steps, delta=delta, confidence=confidence, p_value=p_value, noise=noise)
+                   steps=steps, delta=delta, confidence=float(confidence), p_value=p_value, noise=noise)
+
+
+def counts_reject_noise_level(
+    sigma: float, tp: int, fn: int, fp: int, tn: int, *, noise_multiplier: float, sample_rate: float, steps: int,
+    confidence: float = 0.95, readings=None, max_grad_norm: float = 1.0,
+) -> bool:
+    """Whether the tests of :func:`effective_noise_counts` (same arguments) reject the noise
+    level ``sigma`` (its sigma_eff is then at or below it): :func:`rejects_noise_level` for
+    multi-run counts."""
+    p_value, alpha, noise = _counts_tests(tp, fn, fp, tn, noise_multiplier, sample_rate, steps, confidence, readings,
+                                          max_grad_norm)
+    return bool((noise is not None and noise.upper <= sigma) or p_value(float(sigma)) <= alpha)
