@@ -50,3 +50,28 @@ def test_out_must_be_an_npz_file(tmp_path, capsys):
     assert main(["simulate", str(tmp_path)]) == 2
     assert main(["simulate", str(tmp_path / "x.csv")]) == 2
     assert "is a directory" in capsys.readouterr().err
+
+
+def test_readings_feed_the_noise_test_of_bound_scores(tmp_path, capsys):
+    """``simulate --readings`` stores the per-step readings; ``bound scores`` with the claim
+    then measures the noise (half the claimed noise here: sigma_eff about half the claim).
+    Readings that do not match the canaries are refused in one line."""
+    import json
+
+    from audit.cli import EXIT_BAD_INPUT
+
+    out = tmp_path / "half.npz"
+    assert main(["simulate", str(out), *SMALL, "--noise-factor", "0.5", "--readings"]) == 0
+    with np.load(out) as data:
+        sigma = float(data["readings"][:, ~data["members"]].std() * 2)  # about the claimed sigma
+        assert data["readings"].shape == (300, 500)
+    capsys.readouterr()
+    claim = ["--noise-multiplier", f"{sigma:.6f}", "--sample-rate", "0.01", "--steps", "300"]
+    assert main(["bound", "scores", "--scores", str(out), "--delta", "1e-5", *claim, "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["effective"]["details"]["decided_by"] == "noise"
+    assert 0.49 * sigma < payload["effective_noise_multiplier"] < 0.53 * sigma
+    with np.load(out) as data:
+        np.savez(tmp_path / "bad.npz", scores=data["scores"], members=data["members"], readings=data["readings"][:, :7])
+    assert main(["bound", "scores", "--scores", str(tmp_path / "bad.npz"), "--delta", "1e-5", *claim]) == EXIT_BAD_INPUT
+    assert "one column per canary" in capsys.readouterr().err

@@ -61,9 +61,12 @@ def _effective_line(eff) -> str:
     if eff.noise_multiplier is None:
         return (f"effective noise: no DP-SGD noise level up to {eff.details['searched_up_to']:g} is rejected "
                 "(effective epsilon 0)")
+    by = {"noise": ", from the noise measured on the canaries never inserted",
+          "signal": ", from the canary scores"}.get(eff.details.get("decided_by"), "")
     return (f"effective noise: behaves as if it added less noise than sigma = {eff.noise_multiplier:.4g} "
-            f"(claimed {eff.claimed_noise_multiplier:.4g}); effective epsilon {eff.epsilon:.4g} at delta {eff.delta:g} "
-            f"(confidence {eff.confidence:g}; assumes DP-SGD with the claimed q and T, not an assumption-free bound)")
+            f"(claimed {eff.claimed_noise_multiplier:.4g}{by}); effective epsilon {eff.epsilon:.4g} at delta "
+            f"{eff.delta:g} (confidence {eff.confidence:g}; assumes DP-SGD with the claimed q, T and C, not an "
+            "assumption-free bound)")
 
 
 _claim_options = [
@@ -154,8 +157,20 @@ def load_scores_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
         raise InputError(f"--scores {path}: not a readable .npz without pickled objects ({err})") from None
 
 
+def load_readings_npz(path: str) -> tuple[np.ndarray, float] | None:
+    """The optional ``readings: float[steps, canaries]`` (white-box per-step readings on the
+    unnormalised scale) and ``max_grad_norm`` (default 1) of a scores .npz, or None."""
+    with np.load(Path(path), allow_pickle=False) as data:
+        if "readings" not in data.files:
+            return None
+        c = float(np.asarray(data["max_grad_norm"])) if "max_grad_norm" in data.files else 1.0
+        return np.asarray(data["readings"], dtype=np.float64), c
+
+
 @command.command(name="scores")
-@click.option("--scores", "path", required=True, help=".npz with 'scores' (higher = member) and 'members' (bool).")
+@click.option("--scores", "path", required=True,
+              help=".npz with 'scores' (higher = member) and 'members' (bool); optionally 'readings' "
+                   "(float[steps, canaries]) and 'max_grad_norm' for the effective noise's noise test.")
 @_delta
 @_confidence
 @_claim
@@ -188,8 +203,10 @@ def scores(path: str, delta: float, confidence: float, noise_multiplier: float |
         from audit.stats.effective_noise import effective_noise_one_run
 
         test = claim_test_one_run(s, members, curve, confidence=confidence)
+        readings, c = load_readings_npz(path) or (None, 1.0)
         eff = effective_noise_one_run(s, members, noise_multiplier=noise_multiplier, sample_rate=sample_rate,
-                                      steps=steps, delta=delta, confidence=confidence)
+                                      steps=steps, delta=delta, confidence=confidence, readings=readings,
+                                      max_grad_norm=c)
         _add_claim(payload, lines, test, eff, "one-run f-DP test")
         try:
             from audit.stats.claim_test import claim_test_scores_multi_run

@@ -47,8 +47,11 @@ def _check(epsilon, delta, canaries, steps, sample_rate, seed, noise_factor) -> 
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random draw.")
 @click.option("--noise-factor", type=float, default=1.0, show_default=True,
               help="Plant a bug: scale the noise actually added, keep the claim (e.g. 0.1).")
+@click.option("--readings", "with_readings", is_flag=True,
+              help="Also store the per-step readings (8 x steps x canaries bytes): `bound scores` then runs the "
+                   "effective noise's noise test.")
 def command(out: str, epsilon: float, delta: float, canaries: int, steps: int, sample_rate: float, seed: int,
-            noise_factor: float) -> int:
+            noise_factor: float, with_readings: bool) -> int:
     """Write the canary scores of one simulated white-box DP-SGD run to OUT.npz (its directory is created)."""
     import numpy as np
 
@@ -72,7 +75,8 @@ def command(out: str, epsilon: float, delta: float, canaries: int, steps: int, s
                    rng=np.random.default_rng(seed))
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(path, "wb") as handle:
-        np.savez(handle, scores=run.llr, members=run.members)
+        extra = {"readings": run.readings, "max_grad_norm": np.float64(1.0)} if with_readings else {}
+        np.savez(handle, scores=run.llr, members=run.members, **extra)
     added = "" if noise_factor == 1.0 else f", adding {noise_factor:g} x that noise (multiplier {sigma * noise_factor:.4g})"
     click.echo(f"wrote {out}: {canaries} canaries; claimed DP-SGD: noise multiplier {sigma:.4g}, q={sample_rate:g}, "
                f"T={steps} (epsilon {epsilon:g} at delta {delta:g}){added}")
