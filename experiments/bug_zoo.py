@@ -49,9 +49,11 @@ WHY = {
     "per_batch_clipping": "a Dirac canary is orthogonal to the real gradients, so clipping the batch sum gives it at most C, "
                           "as per-example clipping does; the 2C sensitivity needs a batch sum pointing against the canary "
                           "(the multi-run dataset)",
-    "actual_batch_normalisation": "dividing by the realised |B| scales every coordinate by a factor that depends on ~q*n "
-                                  "other records; one canary moves it by 1/|B|, which the canary's own reading hardly shows "
-                                  "(the multi-run dataset has one real record, so |B| and the probes' scale reveal it)",
+    "actual_batch_normalisation": "dividing by the realised |B| scales every reading by q*n/|B|, which the readings "
+                                  "(taken from the released step) now show, but its leak is membership through |B| itself: "
+                                  "one canary moves |B| by 1 against a Poisson spread of about sqrt(q*n) other records, "
+                                  "which one run of these canaries cannot separate (the multi-run dataset has one real "
+                                  "record, so |B| and the probes' scale reveal it)",
     "half_noise": "twice the claimed sensitivity-to-noise ratio: the true epsilon is a few times the claim, and the one-run "
                   "bound with the claimed-noise LLR reaches only part of it",
     "noise_sigma_not_sigma_c": "with C = 1, sigma and sigma*C are the same number: the variant is the correct algorithm",
@@ -218,9 +220,11 @@ def _why(row: dict, design: za.Design) -> str:
                 "canaries never sampled cost guesses)")
     true = _true_epsilon(row, design)
     if true is not None:
-        return (f"bound {row['bound']:.2f} ≤ claim although the accountant gives ε = {true:.1f} for what really runs: "
-                "the one-run bound reaches a small part of a subsampled mechanism's ε at this design "
-                "(the correct rows reach at most about a fifth of their claim)")
+        effective = row.get("effective")
+        seen = "" if effective is None else f"; the effective ε (within the DP-SGD family, not a verdict) is {effective:.1f}"
+        return (f"bound {row['bound']:.2f} ≤ claim and the claimed curve not rejected although the accountant gives "
+                f"ε = {true:.1f} for what really runs: one run of {design.canaries} canaries cannot show that much "
+                f"against this claim (the bound's ceiling is its power){seen}")
     return f"bound {row['bound']:.2f} ≤ claim: " + WHY.get(row["variant"], "the leakage this audit sees is below the claim")
 
 
