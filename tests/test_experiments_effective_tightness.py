@@ -2,6 +2,8 @@
 
 from dataclasses import replace
 
+import pytest
+
 from experiments import effective_tightness as et
 from experiments import tightness as tt
 
@@ -10,6 +12,7 @@ TINY = replace(et.QUICK, claims=(1.0,), soundness_claims=(1.0,), trainer_claims=
                tight=replace(tt.FULL, steps=100, canaries=200))
 
 
+@pytest.mark.slow
 def test_tiny_run_renders_every_section():
     result = et.run(TINY, log=lambda line: None)
     (row,) = result["soundness_exact"].values()

@@ -5,6 +5,8 @@ verdict and the MLflow metrics carry the p-value and the effective noise."""
 import json
 from pathlib import Path
 
+import pytest
+
 from audit.cli import main
 from audit.pipeline.verdict import dp_verdict
 from audit.tracking import metrics_from_report, tags_from_report
@@ -82,6 +84,7 @@ def test_readings_round_trip_and_older_run_directories(tmp_path):
     assert np.array_equal(back, readings) and c == 2.5
 
 
+@pytest.mark.slow
 def test_split_canaries_from_the_config_catch_per_tensor_clipping(tmp_path):
     """audit.canary_tensors = 4 splits each canary over four slot tensors: the correct Opacus
     trainer passes, a plugin that clips each tensor separately lets sqrt(4) C = 2 C through

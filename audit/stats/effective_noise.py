@@ -125,6 +125,9 @@ def _result(rejects, *, noise_multiplier, sample_rate, steps, delta, confidence,
     if noise is None or noise.upper > SIGMA_MAX:  # no noise test, or one that rejects nothing in range
         sigma_eff, not_rejected, floor_reached = _search(rejects, sigma0)
         decided_by = "signal"
+    elif noise.upper <= SIGMA_MIN:  # rejected down to the floor: no signal test could report less
+        sigma_eff, not_rejected, floor_reached = SIGMA_MIN, None, True
+        decided_by = "noise"
     elif rejects(max(noise.upper, SIGMA_MIN)):  # the signal test reaches further down: search below
         sigma_eff, not_rejected, floor_reached = _search(rejects, max(noise.upper, SIGMA_MIN))
         decided_by = "signal"
@@ -136,7 +139,8 @@ def _result(rejects, *, noise_multiplier, sample_rate, steps, delta, confidence,
                               details | {"decided_by": None, "rejected": None, "not_rejected": not_rejected,
                                          "searched_up_to": SIGMA_MAX})
     epsilon = dpsgd_epsilon_lower(sigma_eff, sample_rate, steps, delta)
-    signal_p = p_value(sigma_eff)
+    # The signal test's p-value where it was evaluated (not built anew at the floor: slow curves).
+    signal_p = None if decided_by == "noise" and floor_reached else p_value(sigma_eff)
     deciding_p = signal_p if decided_by == "signal" else noise.p_value(sigma_eff)
     return EffectiveNoise(sigma_eff, max(0.0, epsilon), sigma0, delta, confidence, FAMILY_ASSUMPTION,
                           details | {"decided_by": decided_by, "rejected": sigma_eff, "p_value": deciding_p,
