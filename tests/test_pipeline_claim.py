@@ -117,7 +117,5 @@ def test_canary_tensors_needs_gradient_canaries():
     from audit.config import parse_config
     from audit.errors import InputError
 
-    import pytest
-
     with pytest.raises(InputError, match="canary_tensors"):
         parse_config({"audit": {"canary_tensors": 2}})

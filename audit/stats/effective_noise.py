@@ -128,11 +128,11 @@ def _result(rejects, *, noise_multiplier, sample_rate, steps, delta, confidence,
     elif noise.upper <= SIGMA_MIN:  # rejected down to the floor: no signal test could report less
         sigma_eff, not_rejected, floor_reached = SIGMA_MIN, None, True
         decided_by = "noise"
-    elif rejects(max(noise.upper, SIGMA_MIN)):  # the signal test reaches further down: search below
-        sigma_eff, not_rejected, floor_reached = _search(rejects, max(noise.upper, SIGMA_MIN))
+    elif rejects(noise.upper):  # the signal test reaches further down: search below
+        sigma_eff, not_rejected, floor_reached = _search(rejects, noise.upper)
         decided_by = "signal"
     else:  # the signal test rejects nothing at or below sigma_upper (its rejections form an upper range)
-        sigma_eff, not_rejected, floor_reached = max(noise.upper, SIGMA_MIN), None, noise.upper < SIGMA_MIN
+        sigma_eff, not_rejected, floor_reached = noise.upper, None, False
         decided_by = "noise"
     if sigma_eff is None:
         return EffectiveNoise(None, 0.0, sigma0, delta, confidence, FAMILY_ASSUMPTION,
