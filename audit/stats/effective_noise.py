@@ -176,6 +176,11 @@ def _search_curve(sigma: float, sample_rate: float, steps: int):
     return dpsgd_curve(sigma, sample_rate, steps, discretization=SEARCH_DISCRETIZATION)
 
 
+def _rejects(sigma: float, p_value, alpha: float, noise: NoiseLevel | None) -> bool:
+    """Whether the noise test (when it ran) or the signal test at ``alpha`` rejects ``sigma``."""
+    return bool((noise is not None and noise.upper <= sigma) or p_value(float(sigma)) <= alpha)
+
+
 def _levels(confidence: float, readings) -> tuple[float, float]:
     """(alpha of the signal test, alpha of the noise test): the level, halved when both run."""
     alpha = 1.0 - confidence
@@ -244,7 +249,7 @@ def rejects_noise_level(
     the statement "less noise than sigma_eff" is false."""
     p_value, alpha, noise = _one_run_tests(scores, members, noise_multiplier, sample_rate, steps, confidence,
                                            strategy, readings, max_grad_norm)
-    return bool((noise is not None and noise.upper <= sigma) or p_value(float(sigma)) <= alpha)
+    return _rejects(sigma, p_value, alpha, noise)
 
 
 def _counts_tests(tp, fn, fp, tn, noise_multiplier, sample_rate, steps, confidence, readings, max_grad_norm):
@@ -290,4 +295,4 @@ def counts_reject_noise_level(
     multi-run counts."""
     p_value, alpha, noise = _counts_tests(tp, fn, fp, tn, noise_multiplier, sample_rate, steps, confidence, readings,
                                           max_grad_norm)
-    return bool((noise is not None and noise.upper <= sigma) or p_value(float(sigma)) <= alpha)
+    return _rejects(sigma, p_value, alpha, noise)
