@@ -9,7 +9,9 @@ read as a TOML literal, else as a string) and validates; any problem raises
 from __future__ import annotations
 
 import math
+import os
 import re
+import string
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Sequence
@@ -30,6 +32,50 @@ MAX_EPOCHS = 100_000
 _PLUGIN_ATTR = r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*"
 PLUGIN_MODULE_PATH = re.compile(rf"^{_PLUGIN_ATTR}:{_PLUGIN_ATTR}$")
 PLUGIN_FILE_PATH = re.compile(rf"^[^:]+\.py:{_PLUGIN_ATTR}$")
+# The placeholders of trainer.command (trainers.command fills them in): the three files
+# are required, the seed is optional (the command also gets it as $DPAUDIT_SEED).
+COMMAND_PLACEHOLDERS = ("train", "query", "out", "seed")
+COMMAND_REQUIRED = ("train", "query", "out")
+DEFAULT_COMMAND_TIMEOUT_S = 600.0
+
+
+def command_placeholders(argv: Sequence[str]) -> set[str]:
+    """The placeholder names used in ``argv`` (``{train}``, ``{query}``, ``{out}``,
+    ``{seed}``, anywhere inside an argument; ``{{`` and ``}}`` are literal braces, as in
+    ``str.format``). ValueError naming the argument for an unknown or malformed one."""
+    used: set[str] = set()
+    for i, arg in enumerate(argv):
+        try:
+            fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(arg) if name is not None]
+        except ValueError as err:
+            raise ValueError(f"trainer.command[{i}] = {arg!r}: {err} (write {{{{ and }}}} for literal braces)") from None
+        for name, spec, conv in fields:
+            if name not in COMMAND_PLACEHOLDERS or spec or conv:
+                shown = "{" + name + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
+                raise ValueError(f"trainer.command[{i}] = {arg!r}: unknown placeholder {shown}; expected "
+                                 f"{', '.join('{' + p + '}' for p in COMMAND_PLACEHOLDERS)}")
+            used.add(name)
+    return used
+
+
+def check_command(argv: Sequence[str]) -> None:
+    """What can be told of a ``trainer.command`` from the argument list alone (the
+    executable is looked up later, by ``trainers.command.find_executable``): not empty,
+    no NUL character, no placeholder in the executable, every placeholder known and
+    ``{train}``, ``{query}``, ``{out}`` each present. ValueError naming the argument."""
+    if not argv or not argv[0]:
+        raise ValueError("kind = 'command' needs command = [executable, args...] with the placeholders "
+                         "{train}, {query} and {out}, e.g. ['python3', 'train.py', '{train}', '{query}', '{out}', '{seed}']")
+    for i, arg in enumerate(argv):
+        if "\0" in arg:
+            raise ValueError(f"trainer.command[{i}] holds a NUL character")
+    if "{" in argv[0] or "}" in argv[0]:
+        raise ValueError(f"trainer.command[0] = {argv[0]!r}: the executable cannot hold a placeholder")
+    missing = [name for name in COMMAND_REQUIRED if name not in command_placeholders(argv)]
+    if missing:
+        raise ValueError(f"trainer.command {list(argv)!r} lacks the placeholder "
+                         f"{', '.join('{' + m + '}' for m in missing)}; expected each of "
+                         f"{', '.join('{' + p + '}' for p in COMMAND_REQUIRED)} in some argument")
 
 
 class _Section(BaseModel):
@@ -72,9 +118,15 @@ class ModelConfig(_Section):
 
 
 class TrainerConfig(_Section):
-    kind: Literal["plain", "dp", "zoo", "fast", "optimizer-plugin", "blackbox-plugin"] = "plain"
+    kind: Literal["plain", "dp", "zoo", "fast", "optimizer-plugin", "blackbox-plugin", "command"] = "plain"
     variant: str = ""
     plugin: str = ""
+    command: list[str] = Field(
+        default_factory=list,
+        description="kind = 'command': the argument list of a black-box trainer run as a process (never a shell); "
+                    "see trainers.command",
+    )
+    timeout_s: float = Field(default=DEFAULT_COMMAND_TIMEOUT_S, gt=0.0, description="kind = 'command': seconds per model")
     epochs: int = Field(default=10, ge=1, le=MAX_EPOCHS)
     batch_size: int = Field(default=64, ge=1)
     lr: float = Field(default=0.1, gt=0.0)
@@ -100,6 +152,8 @@ class TrainerConfig(_Section):
                 raise ValueError(f"trainer.variant = {self.variant!r} is not a zoo variant; expected one of {', '.join(sorted(ZOO))}")
         if self.kind.endswith("plugin") and not self.plugin:
             raise ValueError(f"kind = {self.kind!r} needs plugin = 'package.module:Name'")
+        if self.kind == "command":
+            check_command(self.command)
         return self
 
 
@@ -109,9 +163,12 @@ class DPSettings(_Section):
     max_grad_norm: float = Field(default=1.0, gt=0.0)
     delta: float = Field(default=1e-5, gt=0.0, lt=1.0)
     accountant: Literal["prv", "rdp", "gdp"] = "prv"
+    # inf (TOML: claimed_epsilon = inf) states a non-private trainer, as a plugin's
+    # CLAIMED_EPSILON = float("inf") does; audit.pipeline.preflight resolves it to no claim.
     claimed_epsilon: float | None = Field(
-        default=None, gt=0.0,
-        description="stated claim of a black-box plugin; when empty the plugin's own CLAIMED_EPSILON is audited",
+        default=None, gt=0.0, allow_inf_nan=True,
+        description="stated claim of a black-box plugin or command (inf: not private); when empty a plugin's "
+                    "own CLAIMED_EPSILON is audited, and a command is refused",
     )
 
 
@@ -296,8 +353,8 @@ class AuditConfig(_Section):
     @property
     def mode(self) -> str:
         """``"dp"`` when training claims an epsilon, else ``"non-dp"`` (a defence comparison)."""
-        if self.trainer.kind == "blackbox-plugin":  # the plugin's own claim: audit.pipeline.preflight
-            return "dp" if self.dp.claimed_epsilon is not None else "non-dp"
+        if self.trainer.kind in ("blackbox-plugin", "command"):  # a stated claim: audit.pipeline.preflight
+            return "dp" if self.dp.claimed_epsilon is not None and not math.isinf(self.dp.claimed_epsilon) else "non-dp"
         if self.trainer.kind == "fast":  # DP-SGD when given a noise level, else plain SGD
             return "non-dp" if self.dp.noise_multiplier is None and self.dp.target_epsilon is None else "dp"
         return "non-dp" if self.trainer.kind == "plain" else "dp"
@@ -358,10 +415,11 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> AuditConfig:
 
 
 def _rebase_inputs(tree: dict[str, Any], base: Path) -> dict[str, Any]:
-    """``tree`` with its relative input paths (``data.path``, and the file of a
-    ``trainer.plugin = "file.py:Name"``) joined to ``base``, the config file's directory
-    (absolute paths stay as they are), so a config finds its data and plugin from any
-    working directory.
+    """``tree`` with its relative input paths (``data.path``, the file of a
+    ``trainer.plugin = "file.py:Name"``, and in ``trainer.command`` an executable given as
+    a path and every other argument that names a file there) joined to ``base``, the
+    config file's directory (absolute paths stay as they are), so a config finds its data,
+    plugin and script from any working directory.
     Outputs (``output_dir``) and ``--set`` values stay relative to the working directory;
     a ``package.module:Name`` plugin is imported from the environment."""
     tree = {key: dict(value) if isinstance(value, dict) else value for key, value in tree.items()}
@@ -371,4 +429,27 @@ def _rebase_inputs(tree: dict[str, Any], base: Path) -> dict[str, Any]:
     if isinstance(trainer, dict) and isinstance(trainer.get("plugin"), str) and PLUGIN_FILE_PATH.match(trainer["plugin"]):
         file, name = trainer["plugin"].rsplit(":", 1)
         trainer["plugin"] = f"{base / file}:{name}"
+    if isinstance(trainer, dict) and isinstance(trainer.get("command"), list):
+        trainer["command"] = rebase_command(trainer["command"], base)
     return tree
+
+
+def rebase_command(argv: list[Any], base: Path) -> list[Any]:
+    """``argv`` with its relative paths joined to ``base``: the executable when given as a
+    path (``./train.sh``; a bare name such as ``python3`` is looked up on PATH, as a shell
+    does), and any other argument that names an existing file relative to ``base``
+    (``train.py``). Arguments with placeholders, absolute paths and anything else (options,
+    numbers, ``--data=file.csv``) pass unchanged. Non-strings are left to validation."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if not isinstance(arg, str) or not arg or "{" in arg or Path(arg).is_absolute():
+            continue
+        if (i == 0 and is_path(arg)) or (i > 0 and (base / arg).is_file()):
+            out[i] = str(base / arg)
+    return out
+
+
+def is_path(name: str) -> bool:
+    """Whether the executable ``name`` is given as a path (``./train.sh``, ``bin/train``),
+    not as a bare name to look up on PATH (``python3``), as a shell tells them apart."""
+    return "/" in name or (os.sep != "/" and os.sep in name)

@@ -1,5 +1,5 @@
 """How models are trained: data, models, plain training with defences, Opacus DP-SGD,
-the faulty DP-SGD zoo, user plugins, and turning trained models into observations.
+the faulty DP-SGD zoo, user plugins and commands, and turning trained models into observations.
 
 Modules (import them directly; nothing is re-exported here so that importing the
 package stays cheap):
@@ -12,6 +12,7 @@ package stays cheap):
 - ``trainers.opacus_dp``: ``train_dp`` (Opacus DP-SGD with a pluggable optimizer class).
 - ``trainers.zoo``: faulty DP-SGD variants, ``train_faulty``.
 - ``trainers.plugins``: ``load_optimizer_plugin``, ``load_blackbox_plugin``.
+- ``trainers.command``: ``load_command_trainer`` (a black-box trainer run as a command line).
 - ``trainers.observe``: ``observe_models`` (K models -> an observations run).
 - ``trainers.fast``: vectorised K-model DP-SGD (separate owner).
 """

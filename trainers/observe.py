@@ -1,7 +1,7 @@
 """From trained models to observations: the per-model x per-record outputs attacks read.
 
 A *model trainer* is any callable ``trainer(train: Dataset, *, seed: int) -> TrainedModel``;
-factories below wrap the plain, Opacus DP-SGD, faulty-zoo and black-box plugin trainers.
+factories below wrap the plain, Opacus DP-SGD, faulty-zoo and black-box (plugin or command) trainers.
 :func:`observe_models` trains model k on the records with ``keep[k]`` True and appends its
 outputs on *all* records to an ``audit.observations.ObservationRun``, model by model, so
 an interrupted run resumes at ``run.n_models_done`` (Carlini et al., "Membership Inference
@@ -36,7 +36,7 @@ from trainers.models import build_model
 from trainers.opacus_dp import DPConfig, train_dp
 from trainers.output_defences import OutputDefence
 from trainers.plain import PlainConfig, predict_logits, train_plain
-from trainers.plugins import BlackBoxTrainer
+from trainers.plugins import BlackBoxModel
 
 PROB_FLOOR = 1e-30
 
@@ -181,8 +181,19 @@ def dp_trainer(
     return trainer
 
 
-def blackbox_trainer(plugin: BlackBoxTrainer) -> ModelTrainer:
-    """A user's black-box training function; its logits are ``log(max(p, 1e-30))``."""
+class BlackBoxFit(Protocol):
+    """A black-box trainer and its claim: ``trainers.plugins.BlackBoxTrainer`` (a function)
+    or ``trainers.command.CommandTrainer`` (a command line)."""
+
+    epsilon: float
+    delta: float
+
+    def fit(self, x: np.ndarray, y: np.ndarray, *, seed: int) -> BlackBoxModel: ...
+
+
+def blackbox_trainer(plugin: BlackBoxFit) -> ModelTrainer:
+    """A user's black-box trainer (a plugin function or a command); its logits are
+    ``log(max(p, 1e-30))``."""
 
     def trainer(train: Dataset, *, seed: int) -> TrainedModel:
         model = plugin.fit(train.x, train.y, seed=seed)

@@ -162,6 +162,21 @@ def load_optimizer_plugin(path: str, **extra_kwargs: Any) -> type[DPOptimizer]:
     return cls
 
 
+def checked_probabilities(probs: Any, n_rows: int, *, what: str) -> np.ndarray:
+    """``probs`` as ``float64[n_rows, classes >= 2]`` if it is a table of probabilities
+    (finite, non-negative, rows summing to 1 within 1e-3); else InputError saying what
+    ``what`` (e.g. ``"plugin 'my.py:train'"``) returned."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or len(probs) != n_rows or probs.shape[1] < 2:
+        raise InputError(f"{what} returned shape {probs.shape}; expected [{n_rows}, classes>=2]")
+    if not np.all(np.isfinite(probs)) or probs.min(initial=0.0) < 0:
+        raise InputError(f"{what} returned negative or non-finite probabilities")
+    worst = float(np.abs(probs.sum(axis=1) - 1).max()) if len(probs) else 0.0
+    if worst > 1e-3:
+        raise InputError(f"{what} returned rows summing to 1 +- {worst:.3g}; expected probabilities")
+    return probs
+
+
 @dataclasses.dataclass(frozen=True)
 class BlackBoxModel:
     """A trained black-box model: ``predict_proba(x: float32[m, ...]) -> float64[m, classes]``."""
@@ -170,15 +185,7 @@ class BlackBoxModel:
     _predict: Callable[[np.ndarray], Any]
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        probs = np.asarray(self._predict(x), dtype=np.float64)
-        if probs.ndim != 2 or len(probs) != len(x) or probs.shape[1] < 2:
-            raise InputError(f"plugin {self.source!r} returned shape {probs.shape}; expected [{len(x)}, classes>=2]")
-        if not np.all(np.isfinite(probs)) or probs.min() < 0:
-            raise InputError(f"plugin {self.source!r} returned negative or non-finite probabilities")
-        worst = float(np.abs(probs.sum(axis=1) - 1).max()) if len(probs) else 0.0
-        if worst > 1e-3:
-            raise InputError(f"plugin {self.source!r} returned rows summing to 1 +- {worst:.3g}; expected probabilities")
-        return probs
+        return checked_probabilities(self._predict(x), len(x), what=f"plugin {self.source!r}")
 
 
 @dataclasses.dataclass(frozen=True)

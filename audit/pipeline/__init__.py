@@ -45,6 +45,11 @@ def _claim(config: AuditConfig, utility: dict[int, dict]) -> dict[str, Any]:
     if config.trainer.kind == "blackbox-plugin":
         return {"epsilon": config.dp.claimed_epsilon, "delta": config.dp.delta,
                 "source": f"stated for the black-box plugin {config.trainer.plugin!r} (its constants or dp.claimed_epsilon)"}
+    if config.trainer.kind == "command":
+        import shlex
+
+        return {"epsilon": config.dp.claimed_epsilon, "delta": config.dp.delta,
+                "source": f"stated in dp.claimed_epsilon for the command {shlex.join(config.trainer.command)!r}"}
     eps = float(utility[0]["epsilon"])  # "inf" in JSON for an unbounded claim
     source = f"opacus-{config.dp.accountant} accountant"
     if config.trainer.kind == "fast":

@@ -1,6 +1,7 @@
 """Everything that can be checked before any work starts (no run directory, no training).
 
-``check(config)`` loads the plugins (resolving a black-box plugin's own claim), loads and
+``check(config)`` loads the plugins (resolving a black-box plugin's own claim) or checks a
+command target (its executable, its stated claim), loads and
 splits the data, checks that the observations fit in this machine's memory and that the
 accountant can account for the configured DP-SGD, and returns what the run needs. Any
 problem raises ``InputError`` naming the value, so a bad input exits 2 and leaves nothing
@@ -33,7 +34,8 @@ MEMORY_SHARE = 0.5
 @dataclasses.dataclass(frozen=True, eq=False)
 class Checked:
     """A config whose inputs were all checked: ``config`` with the plugin's claim resolved,
-    the loaded ``data``, and ``plugin`` provenance (``trainers.plugins.plugin_source``) or None."""
+    the loaded ``data``, and ``plugin`` provenance (``trainers.plugins.plugin_source``, or
+    ``trainers.command.command_source`` for a command) or None."""
 
     config: AuditConfig
     data: AuditData
@@ -66,6 +68,25 @@ def resolve_blackbox_claim(config: AuditConfig) -> AuditConfig:
     return config.model_copy(update={"dp": dp.model_copy(update={"claimed_epsilon": epsilon, "delta": delta})})
 
 
+def resolve_command(config: AuditConfig) -> AuditConfig:
+    """``config`` with its ``trainer.command`` checked (``trainers.command.load_command_trainer``:
+    placeholders, executable on PATH), every argument that names a file made absolute (the
+    command runs in its own temporary directory, and a Ray worker elsewhere), and its claim
+    resolved: a command has no module to state one, so ``dp.claimed_epsilon`` is required
+    (``inf``: a non-private command, audited as non-DP). InputError otherwise."""
+    from trainers.command import absolute_command, load_command_trainer
+
+    t, dp = config.trainer, config.dp
+    if dp.claimed_epsilon is None:
+        raise InputError("trainer.kind = 'command' states no claim; set dp.claimed_epsilon (and dp.delta, default "
+                         "1e-5) to the guarantee the trainer claims, or dp.claimed_epsilon = inf for a trainer without DP")
+    argv = absolute_command(t.command)
+    load_command_trainer(argv, epsilon=dp.claimed_epsilon, delta=dp.delta, timeout_s=t.timeout_s)
+    epsilon = None if math.isinf(dp.claimed_epsilon) else dp.claimed_epsilon
+    return config.model_copy(update={"trainer": t.model_copy(update={"command": argv}),
+                                     "dp": dp.model_copy(update={"claimed_epsilon": epsilon})})
+
+
 def check_model(config: AuditConfig, data: AuditData) -> int:
     """Build the configured model on the data's shape (cheap, discarded) and the query
     views of one record, so a model or augmentation that does not fit the data is refused
@@ -76,7 +97,7 @@ def check_model(config: AuditConfig, data: AuditData) -> int:
     from trainers.models import build_model
     from trainers.observe import query_views
 
-    if config.trainer.kind != "blackbox-plugin":
+    if config.trainer.kind not in ("blackbox-plugin", "command"):  # these bring their own model
         try:
             build_model(config.model.name, data.base.in_shape, data.base.n_classes,
                         generator=torch.Generator().manual_seed(0), **model_kwargs(config))
@@ -114,7 +135,7 @@ def check_memory(config: AuditConfig, data: AuditData, queries: int = 1) -> None
 def _accounting(config: AuditConfig, data: AuditData) -> tuple[float, int] | None:
     """(sample rate, steps) the configured DP-SGD runs with, or None for non-private training."""
     t = config.trainer
-    if config.mode != "dp" or t.kind == "blackbox-plugin":
+    if config.mode != "dp" or t.kind in ("blackbox-plugin", "command"):
         return None
     if t.kind == "fast":
         from trainers.fast import steps_for_epochs
@@ -176,6 +197,11 @@ def check(config: AuditConfig) -> Checked:
         else:
             load_optimizer_plugin(t.plugin)
         plugin = plugin_source(t.plugin)
+    elif t.kind == "command":
+        from trainers.command import command_source
+
+        config = resolve_command(config)
+        plugin = command_source(config.trainer.command)
     audit_data = data_stage.build(config)
     check_memory(config, audit_data, check_model(config, audit_data))
     check_accounting(config, audit_data)

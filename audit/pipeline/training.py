@@ -49,10 +49,13 @@ def model_kwargs(config: AuditConfig) -> dict:
     return {}
 
 
-def model_trainer(config: AuditConfig, *, transfer=None):
+def model_trainer(config: AuditConfig, *, transfer=None, queries=()):
     """A ``trainers.observe.ModelTrainer`` for the configured trainer kind.
 
     ``transfer``: records a distilled student is trained on (``defence.distillation``).
+    ``queries``: the blocks of points (``float32[n_i, ...]``) each model will be asked
+    about besides its training records; a command target must know them when it trains
+    (``trainers.command``), the other kinds ignore them.
     """
     from trainers import observe
     from trainers.plain import PlainConfig
@@ -69,6 +72,13 @@ def model_trainer(config: AuditConfig, *, transfer=None):
         from trainers.plugins import load_blackbox_plugin
 
         return observe.blackbox_trainer(load_blackbox_plugin(t.plugin, epsilon=config.dp.claimed_epsilon, delta=config.dp.delta))
+    if t.kind == "command":
+        from trainers.command import load_command_trainer
+
+        # preflight resolved the claim: None is a non-private command (dp.claimed_epsilon = inf)
+        epsilon = config.dp.claimed_epsilon if config.dp.claimed_epsilon is not None else float("inf")
+        command = load_command_trainer(t.command, epsilon=epsilon, delta=config.dp.delta, timeout_s=t.timeout_s)
+        return observe.blackbox_trainer(command.with_queries(*queries))
     optimizer_class = None
     if t.kind == "optimizer-plugin":
         from trainers.plugins import load_optimizer_plugin
@@ -213,12 +223,14 @@ def train_unit(config: AuditConfig | dict, data: AuditData, keep: np.ndarray, in
 
 
 def _train_models(config: AuditConfig, data: AuditData, keep: np.ndarray, indices: list[int]) -> list[ModelResult]:
-    from trainers.observe import observe_outputs
+    from trainers.observe import observe_outputs, query_views
 
     observed = _concat(data.canaries, data.population)
     n_pop = len(data.population)
     defence = output_defence(config)
-    trainer = model_trainer(config, transfer=data.base)
+    # every point a model is asked about below, besides its training records
+    queries = (*query_views(observed.x, augment=config.audit.augment), data.test.x)
+    trainer = model_trainer(config, transfer=data.base, queries=queries)
     results = []
     for k in indices:
         train = _concat(data.base, data.canaries.subset(keep[k]))
