@@ -156,6 +156,7 @@ def _composed(sigma: float, q: float, steps: int, *, pessimistic: bool, discreti
     return one.self_compose(steps)
 
 
+@functools.lru_cache(maxsize=256)  # pure; the effective noise asks for the same (sigma, q, T, delta) per statistic
 def dpsgd_epsilon_lower(noise_multiplier: float, sample_rate: float, steps: int, delta: float,
                         *, discretization: float = VALUE_DISCRETIZATION) -> float:
     """A lower bound on the epsilon at ``delta`` of DP-SGD(sigma, q, T): dp_accounting's
