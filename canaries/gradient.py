@@ -316,6 +316,11 @@ class CanaryDPOptimizerMixin:
     Before the base ``pre_step`` (so before clipping), each present canary is appended as
     one more row of ``p.grad_sample`` on every parameter (zero outside its coordinates);
     the reading is taken from the released step (see the module's "Observations").
+    The padded per-sample gradients are written into buffers kept across steps
+    (``_canary_buffers``, one per parameter, released by ``attach_audit``'s ``finish``): the
+    values are those ``torch.cat`` would give, without mapping fresh memory at every step.
+    The copy of every real parameter's per-sample gradient that padding takes is the audit's
+    main cost per step; the user's own clipping must see the canary rows on every parameter.
     With virtual steps (``signal_skip_step``), canaries are inserted once per logical step,
     in its last physical batch. Use :func:`with_canaries` to attach one.
 
@@ -332,6 +337,7 @@ class CanaryDPOptimizerMixin:
     _canary_noised: bool
     _canary_release: dict | None
     _canary_sources: set
+    _canary_buffers: dict
 
     def _canary_setup(self, canaries: GradientCanaries, generator: torch.Generator) -> None:
         self._canaries = canaries
@@ -342,6 +348,7 @@ class CanaryDPOptimizerMixin:
         self._canary_noised = False
         self._canary_release = None
         self._canary_sources = set()
+        self._canary_buffers = {}
         self._canary_initial = _project(canaries, {id(c.param): c.param.detach().clone() for c in canaries.coordinates})
 
     def _canary_params(self) -> dict[int, nn.Parameter]:
@@ -380,6 +387,21 @@ class CanaryDPOptimizerMixin:
             self._record(self._canary_release["gradient"], "gradient")
             self._canary_release = None
 
+    def _canary_buffer(self, p: nn.Parameter, rows: int, like: torch.Tensor) -> torch.Tensor:
+        """``like``-typed ``[rows, *p.shape]``: the first rows of a buffer kept for ``p`` across steps.
+
+        Why a buffer: a fresh tensor of batch x numel per parameter and step (what ``torch.cat``
+        returns) is fresh memory the system has to map and zero at every step, which costs more
+        than the copy itself; a kept buffer is written over in place. The view starts at the
+        buffer's first element and is contiguous, so Opacus reduces it exactly as it would a
+        fresh tensor of the same shape (same kernels, same values)."""
+        buffers = self.__dict__.setdefault("_canary_buffers", {})
+        buf = buffers.get(id(p))
+        if buf is None or buf.shape[0] < rows or buf.dtype != like.dtype or buf.device != like.device:
+            buf = torch.empty((rows + rows // 4 + 1,) + tuple(p.shape), dtype=like.dtype, device=like.device)
+            buffers[id(p)] = buf
+        return buf[:rows]
+
     def _insert_canaries(self) -> None:
         self._flush_release()
         if self._canary_pending:
@@ -392,27 +414,35 @@ class CanaryDPOptimizerMixin:
         targets = slots | {id(c.param) for c in canaries.coordinates}
         real = [p for p in self.params if getattr(p, "grad_sample", None) is not None and id(p) not in slots]
         batch = _latest(real[0].grad_sample).shape[0] if real else 0
+        filled = set()  # parameters whose all-zero per-sample gradients are filled in here, not by Opacus
         for p in self.params:
             if id(p) in targets and getattr(p, "grad_sample", None) is None:
-                p.grad_sample = torch.zeros((batch,) + tuple(p.shape), dtype=p.dtype, device=p.device)
+                filled.add(id(p))
         for c in canaries.coordinates:
+            if id(c.param) in filled:
+                continue  # zeros written here: no real gradient to check
             g = _latest(c.param.grad_sample).reshape(batch, c.param.numel())[:, c.index.to(c.param.device)]
             if g.numel() and bool((g != 0).any()):
                 raise InputError(
                     "real per-sample gradients touch canary coordinates: expected coordinates no real gradient uses "
                     "(a CanarySlots parameter, or weights of an always-zero input feature)"
                 )
-        if self._check_skip_next_step(pop_next=False):
-            return  # not the last physical batch of this logical step
-        present = torch.rand(canaries.n_canaries, generator=self._canary_generator) < canaries.sample_rate
-        present &= torch.as_tensor(canaries.members)
-        self._canary_presence.append(present.numpy().copy())
-        self._canary_pending = True
-        ids = torch.nonzero(present).reshape(-1)
-        if ids.numel() == 0:
+        last = not self._check_skip_next_step(pop_next=False)  # the last physical batch of this logical step
+        present = None
+        if last:
+            present = torch.rand(canaries.n_canaries, generator=self._canary_generator) < canaries.sample_rate
+            present &= torch.as_tensor(canaries.members)
+            self._canary_presence.append(present.numpy().copy())
+            self._canary_pending = True
+        ids = torch.nonzero(present).reshape(-1) if present is not None else torch.zeros(0, dtype=torch.long)
+        k = int(ids.numel())
+        for p in self.params:
+            if id(p) in filled:  # all-zero rows, plus the canary rows when canaries are present
+                p.grad_sample = self._canary_buffer(p, batch + k, p.detach()).zero_()
+        if k == 0:
             return
         row_of = torch.full((canaries.n_canaries,), -1, dtype=torch.long)
-        row_of[ids] = torch.arange(ids.numel())
+        row_of[ids] = torch.arange(batch, batch + k)
         norm = canaries.norm_factor * float(self.max_grad_norm)
         by_param = {id(c.param): [] for c in canaries.coordinates}
         for c in canaries.coordinates:
@@ -420,13 +450,22 @@ class CanaryDPOptimizerMixin:
         for p in self.params:
             if getattr(p, "grad_sample", None) is None:
                 continue  # Opacus reports the missing per-sample gradient itself
-            latest = _latest(p.grad_sample)
-            rows = torch.zeros((ids.numel(), p.numel()), dtype=latest.dtype, device=latest.device)
+            if id(p) in filled:
+                padded = p.grad_sample  # its canary rows are already zero
+            else:  # the real rows, then k zero rows; values as torch.cat([latest, zeros]) gives them
+                latest = _latest(p.grad_sample)
+                padded = self._canary_buffer(p, batch + k, latest)
+                padded[:batch].copy_(latest)
+                padded[batch:].zero_()
+            flat = padded.view(batch + k, p.numel())
             for c in by_param.get(id(p), ()):
                 keep = row_of[c.canary] >= 0
-                values = (norm * c.weight[keep]).to(dtype=latest.dtype, device=latest.device)
-                rows[row_of[c.canary][keep].to(latest.device), c.index[keep].to(latest.device)] = values
-            _set_latest(p, torch.cat([latest, rows.reshape((ids.numel(),) + tuple(p.shape))], dim=0))
+                values = (norm * c.weight[keep]).to(dtype=padded.dtype, device=padded.device)
+                flat[row_of[c.canary][keep].to(padded.device), c.index[keep].to(padded.device)] = values
+            if id(p) in filled:
+                p.grad_sample = padded
+            else:
+                _set_latest(p, padded)
 
     def pre_step(self, closure=None):
         self._insert_canaries()
