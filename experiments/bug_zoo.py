@@ -128,14 +128,19 @@ class RunCache:
 
     def __init__(self, path: Path | None):
         self.path, self.rows = path, {}
-        if path is not None and path.exists():
-            for line in path.read_text(encoding="utf-8").splitlines():
+        self._reload()
+
+    def _reload(self) -> None:
+        if self.path is not None and self.path.exists():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
                 if line.strip():
                     entry = json.loads(line)
                     self.rows[json.dumps(entry["key"], sort_keys=True)] = entry["row"]
 
     def row(self, key: dict, compute) -> dict:
         text = json.dumps(key, sort_keys=True, default=list)
+        if text not in self.rows:
+            self._reload()  # another process on the same file (``--reverse``) may have finished it
         if text not in self.rows:
             t0 = time.perf_counter()
             row = {**compute(), "seconds": time.perf_counter() - t0}
@@ -157,23 +162,27 @@ def _cells(s: Setting, variants) -> list[tuple[str, za.Design]]:
     return cells
 
 
-def opacus_rows(s: Setting, log, cache: RunCache = NO_CACHE) -> list[dict]:
-    """One row per (variant, C, eps): the first seed's audit, and the verdicts of all seeds."""
+def opacus_rows(s: Setting, log, cache: RunCache = NO_CACHE, *, reverse: bool = False) -> list[dict]:
+    """One row per (variant, C, eps): the first seed's audit, and the verdicts of all seeds.
+    ``reverse``: run the audits last to first (the rows keep their order), so that a second
+    process on the same cache file shares the work."""
+    cells = [(variant, design, eps) for variant, design in _cells(s, _all_opacus(s)) for eps in s.epsilons]
+    jobs = [(variant, design, eps, seed) for variant, design, eps in cells for seed in range(s.opacus_seeds)]
+    done = {}
+    for variant, design, eps, seed in (reversed(jobs) if reverse else jobs):
+        key = {"section": "opacus", "variant": variant, "epsilon": eps, "seed": seed, "design": asdict(design)}
+        r = done[variant, design.max_grad_norm, eps, seed] = cache.row(
+            key, lambda: za.pipeline_whitebox(variant, eps, design, seed=seed))
+        log(f"opacus {variant} C={design.max_grad_norm:g} eps={eps:g} seed {seed}: {r['bound']:.2f} / power "
+            f"{r['power']:.2f} (claimed {r['claimed']:.2f}, curve p {r['claim_p']}) {r['decision']}")
     rows = []
-    for variant, design in _cells(s, _all_opacus(s)):
-        for eps in s.epsilons:
-            runs = []
-            for seed in range(s.opacus_seeds):
-                key = {"section": "opacus", "variant": variant, "epsilon": eps, "seed": seed, "design": asdict(design)}
-                runs.append(cache.row(key, lambda: za.pipeline_whitebox(variant, eps, design, seed=seed)))
-                r = runs[-1]
-                log(f"opacus {variant} C={design.max_grad_norm:g} eps={eps:g} seed {seed}: {r['bound']:.2f} / power "
-                    f"{r['power']:.2f} (claimed {r['claimed']:.2f}, curve p {r['claim_p']}) {r['decision']}")
-            rows.append({"trainer": "opacus", "variant": variant, "C": design.max_grad_norm, "target": eps, **runs[0],
-                         "seconds": sum(r["seconds"] for r in runs), "seeds": list(range(s.opacus_seeds)),
-                         "bounds_all_seeds": [r["bound"] for r in runs],
-                         "claim_p_all_seeds": [r["claim_p"] for r in runs],
-                         "violations": sum(r["decision"] == "VIOLATION" for r in runs)})
+    for variant, design, eps in cells:
+        runs = [done[variant, design.max_grad_norm, eps, seed] for seed in range(s.opacus_seeds)]
+        rows.append({"trainer": "opacus", "variant": variant, "C": design.max_grad_norm, "target": eps, **runs[0],
+                     "seconds": sum(r["seconds"] for r in runs), "seeds": list(range(s.opacus_seeds)),
+                     "bounds_all_seeds": [r["bound"] for r in runs],
+                     "claim_p_all_seeds": [r["claim_p"] for r in runs],
+                     "violations": sum(r["decision"] == "VIOLATION" for r in runs)})
     return rows
 
 
@@ -475,6 +484,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="write bug_zoo.md/.json here (default: experiments/results for the full run)")
     parser.add_argument("--render", type=Path, default=None,
                         help="rewrite bug_zoo.md beside this bug_zoo.json from its measurements (no training)")
+    parser.add_argument("--reverse", action="store_true",
+                        help="run the Opacus audits last to first, beside a second run on the same cache")
     parser.add_argument("--rerun-multi", action="store_true",
                         help="with --render: re-run the multi-run rows with the current variant list first")
     args = parser.parse_args(argv)
@@ -511,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     cache = RunCache(None if out is None or args.quick else out / "bug_zoo.runs.jsonl")
     start = time.perf_counter()
     fast = fast_rows(setting, log, cache)  # the fast trainer's runs first: minutes, where Opacus' take hours
-    opacus = opacus_rows(setting, log, cache)
+    opacus = opacus_rows(setting, log, cache, reverse=args.reverse)
     multi = multi_rows(setting, log, cache)
     blackbox = blackbox_rows(setting, log, cache)
     # the compute time of every audit in the tables, also of those a stopped earlier run finished

@@ -57,3 +57,22 @@ def test_render_rewrites_the_table_from_the_json(tmp_path):
     bad = tmp_path / "bug_zoo.json"
     bad.write_text("{}")
     assert bug_zoo.main(["--render", str(bad)]) == 2
+
+
+def test_run_cache_resumes_and_shares_the_file(tmp_path):
+    path = tmp_path / "runs.jsonl"
+    calls = []
+
+    def compute(value):
+        calls.append(value)
+        return {"value": value}
+
+    first = bug_zoo.RunCache(path)
+    assert first.row({"cell": 1}, lambda: compute(1))["value"] == 1
+    assert first.row({"cell": 1}, lambda: compute(99))["value"] == 1  # cached: not computed again
+    second = bug_zoo.RunCache(path)  # a resumed run, or a second process on the same file
+    assert second.row({"cell": 1}, lambda: compute(99))["value"] == 1
+    assert second.row({"cell": 2}, lambda: compute(2))["value"] == 2
+    assert first.row({"cell": 2}, lambda: compute(99))["value"] == 2  # finished by the other: re-read, not re-run
+    assert calls == [1, 2] and len(path.read_text().splitlines()) == 2
+    assert bug_zoo.RunCache(None).row({"cell": 1}, lambda: compute(3))["value"] == 3 and not (tmp_path / "None").exists()
