@@ -43,7 +43,6 @@ present) derives from ``seed``; the noise is the user's optimizer's own.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import math
 import shutil
 import tempfile
@@ -420,7 +419,7 @@ class AttachedAudit:
 
     def _analyse(self, config, accountant, delta, claim, train_accuracy, test_accuracy, *, train_s) -> dict:
         import audit
-        from audit.pipeline import SCHEMA, analysis, verdict
+        from audit.pipeline import analysis, report_document, verdict
         from canaries.iterate_scores import spread
 
         obs = self._observations
@@ -458,26 +457,12 @@ class AttachedAudit:
         report_config["trainer"] = trainer
         report_config["audit"]["canary_sample_rate_from"] = "sample_rate argument" if self._rate_given \
             else "the accountant's step hook"
-        return {
-            "schema": SCHEMA,
-            "dpaudit_version": audit.__version__,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "name": self.name,
-            "run_dir": None,
-            "config": report_config,
-            "mode": "dp",
-            "claimed": {"epsilon": claimed_eps, "delta": delta, "source": _SOURCE.format(mechanism),
-                        "dpsgd": curve},
-            "plugin": None,
-            "utility": {"train_accuracy": train_accuracy, "test_accuracy": test_accuracy, "models": [model]},
-            "attacks": attacks,
-            "bounds": bounds,
-            "claim_tests": claim_tests,
-            "estimates": estimates,
-            "verdict": decision,
-            "gate": None,
-            "timings": {"train_s": train_s, "attacks_s": attacks_s},
-        }
+        return report_document(
+            name=self.name, run_dir=None, config=report_config, mode="dp",
+            claimed={"epsilon": claimed_eps, "delta": delta, "source": _SOURCE.format(mechanism), "dpsgd": curve},
+            plugin=None, utility={"train_accuracy": train_accuracy, "test_accuracy": test_accuracy, "models": [model]},
+            attacks=attacks, bounds=bounds, claim_tests=claim_tests, estimates=estimates, verdict=decision,
+            timings={"train_s": train_s, "attacks_s": attacks_s})
 
     # ------------------------------------------------------------------ outputs
 

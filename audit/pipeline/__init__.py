@@ -39,6 +39,32 @@ from audit.pipeline import analysis, data, preflight, rundir, training, verdict
 SCHEMA = "dpaudit.report/1"
 
 
+def report_document(*, name: str, run_dir: str | None, config: dict, mode: str, claimed: dict, plugin: dict | None,
+                    utility: dict, attacks, bounds, claim_tests, estimates, verdict: dict, timings: dict) -> dict[str, Any]:
+    """The ``report.json`` document (schema :data:`SCHEMA`) of one audit, whoever ran it
+    (``dpaudit run``, or ``audit.attach`` in the user's own loop); ``gate`` is filled later
+    by ``dpaudit gate``."""
+    return {
+        "schema": SCHEMA,
+        "dpaudit_version": audit.__version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "name": name,
+        "run_dir": run_dir,
+        "config": config,
+        "mode": mode,
+        "claimed": claimed,
+        "plugin": plugin,
+        "utility": utility,
+        "attacks": attacks,
+        "bounds": bounds,
+        "claim_tests": claim_tests,
+        "estimates": estimates,
+        "verdict": verdict,
+        "gate": None,
+        "timings": timings,
+    }
+
+
 def _claim(config: AuditConfig, utility: dict[int, dict]) -> dict[str, Any]:
     if config.mode == "non-dp":
         return {"epsilon": None, "delta": None, "source": "non-private training"}
@@ -149,24 +175,9 @@ def _run(config: AuditConfig, checked: preflight.Checked, run_dir, timings: dict
                                         decide_on=g.decide_on, on_inconclusive=g.on_inconclusive)
     timings["stats_s"] = time.perf_counter() - t0
 
-    report = {
-        "schema": SCHEMA,
-        "dpaudit_version": audit.__version__,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "name": config.name,
-        "run_dir": str(run_dir),
-        "config": config.model_dump(mode="json"),
-        "mode": config.mode,
-        "claimed": claimed,
-        "plugin": checked.plugin,
-        "utility": _utility_summary(utility),
-        "attacks": attacks,
-        "bounds": bounds,
-        "claim_tests": claim_tests,
-        "estimates": estimates,
-        "verdict": decision,
-        "gate": None,
-        "timings": timings,
-    }
+    report = report_document(
+        name=config.name, run_dir=str(run_dir), config=config.model_dump(mode="json"), mode=config.mode,
+        claimed=claimed, plugin=checked.plugin, utility=_utility_summary(utility), attacks=attacks, bounds=bounds,
+        claim_tests=claim_tests, estimates=estimates, verdict=decision, timings=timings)
     rundir.write_json(run_dir / "report.json", report)
     return report
