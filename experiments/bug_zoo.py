@@ -133,9 +133,11 @@ class RunCache:
     def _reload(self) -> None:
         if self.path is not None and self.path.exists():
             for line in self.path.read_text(encoding="utf-8").splitlines():
-                if line.strip():
+                try:
                     entry = json.loads(line)
-                    self.rows[json.dumps(entry["key"], sort_keys=True)] = entry["row"]
+                except ValueError:  # a line cut short by a kill (or being written): its audit runs again
+                    continue
+                self.rows[json.dumps(entry["key"], sort_keys=True)] = entry["row"]
 
     def row(self, key: dict, compute) -> dict:
         text = json.dumps(key, sort_keys=True, default=list)
@@ -147,8 +149,11 @@ class RunCache:
             self.rows[text] = row
             if self.path is not None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                with open(self.path, "a", encoding="utf-8") as handle:  # one line per audit: a kill loses at most one
-                    handle.write(json.dumps({"key": json.loads(text), "row": row}, default=list) + "\n")
+                with open(self.path, "a+b") as handle:  # one line per audit: a kill loses at most one
+                    handle.seek(0, 2)
+                    cut = handle.tell() > 0 and (handle.seek(-1, 2), handle.read(1))[1] != b"\n"
+                    line = json.dumps({"key": json.loads(text), "row": row}, default=list) + "\n"
+                    handle.write((("\n" if cut else "") + line).encode("utf-8"))
         return self.rows[text]
 
 

@@ -76,3 +76,9 @@ def test_run_cache_resumes_and_shares_the_file(tmp_path):
     assert first.row({"cell": 2}, lambda: compute(99))["value"] == 2  # finished by the other: re-read, not re-run
     assert calls == [1, 2] and len(path.read_text().splitlines()) == 2
     assert bug_zoo.RunCache(None).row({"cell": 1}, lambda: compute(3))["value"] == 3 and not (tmp_path / "None").exists()
+    with open(path, "a") as handle:  # a kill in the middle of a line: that audit is run again, the others kept
+        handle.write('{"key": {"cell": 3}, "row": {"val')
+    third = bug_zoo.RunCache(path)
+    assert third.row({"cell": 1}, lambda: compute(99))["value"] == 1
+    assert third.row({"cell": 3}, lambda: compute(3))["value"] == 3 and calls == [1, 2, 3, 3]
+    assert bug_zoo.RunCache(path).row({"cell": 3}, lambda: compute(99))["value"] == 3  # written on a line of its own
