@@ -55,7 +55,7 @@ import numpy as np
 
 from audit.errors import InputError
 
-DEFAULT_STATISTICS = ("likelihood-ratio", "spread")
+DEFAULT_STATISTICS = ("likelihood-ratio", "likelihood-ratio-half-sigma", "spread")
 _SOURCE = "opacus-{} accountant of the audited training loop (attach_audit)"
 
 
@@ -420,7 +420,6 @@ class AttachedAudit:
     def _analyse(self, config, accountant, delta, claim, train_accuracy, test_accuracy, *, train_s) -> dict:
         import audit
         from audit.pipeline import analysis, report_document, verdict
-        from canaries.iterate_scores import spread
 
         obs = self._observations
         sigma, q_acc, steps = claim
@@ -428,8 +427,7 @@ class AttachedAudit:
             warnings.simplefilter("ignore", UserWarning)
             claimed_eps = float(accountant.get_epsilon(delta=delta)) if sigma > 0 else math.inf
         curve = claim if sigma > 0 and math.isfinite(claimed_eps) and 0 < q_acc <= 1 else None
-        all_scores = {"likelihood-ratio": obs.likelihood_ratio, "spread": spread(obs.readings),
-                      "all-iterates": obs.all_iterates, "last-iterate": obs.last_iterate}
+        all_scores = obs.named_statistics()
         members = obs.members
         t0 = time.perf_counter()
         attacks = analysis.canary_table(config, all_scores, members)
@@ -477,7 +475,6 @@ class AttachedAudit:
         from audit.observations import from_named_statistics, save_observations
         from audit.pipeline import rundir
         from audit.report import render_report
-        from canaries.iterate_scores import spread
 
         result = self.result
         out = Path(out_dir)
@@ -495,8 +492,7 @@ class AttachedAudit:
             raise InputError(f"out_dir={str(out)!r}: cannot write there ({err.strerror})") from None
         report = dict(result.report, run_dir=str(out))
         obs = self._observations
-        stats = {"likelihood-ratio": obs.likelihood_ratio, "spread": spread(obs.readings),
-                 "all-iterates": obs.all_iterates, "last-iterate": obs.last_iterate}
+        stats = obs.named_statistics()
         observations = from_named_statistics(
             obs.members[None, :], {k: np.asarray(v, dtype=np.float64)[None, :] for k, v in stats.items()},
             metadata={"trainer": "in-process", "seed": self.seed, "claimed_epsilon": result.claimed_epsilon,

@@ -191,8 +191,9 @@ class AuditSettings(_Section):
         min_length=1,
     )
     bound_attacks: list[str] = Field(default_factory=lambda: ["lira-offline-fixed"], min_length=1)
-    statistics: list[Literal["likelihood-ratio", "spread", "all-iterates", "last-iterate"]] = Field(
-        default_factory=lambda: ["likelihood-ratio", "spread"], min_length=1
+    statistics: list[Literal["likelihood-ratio", "likelihood-ratio-half-sigma", "spread", "all-iterates",
+                             "last-iterate"]] = Field(
+        default_factory=lambda: ["likelihood-ratio", "likelihood-ratio-half-sigma", "spread"], min_length=1
     )
     fprs: list[float] = Field(default_factory=lambda: [0.1, 0.01, 0.001, 0.0001], min_length=1)
     full_guess_share: float = Field(

@@ -175,7 +175,8 @@ def opacus_rows(s: Setting, log, cache: RunCache = NO_CACHE, *, reverse: bool = 
     jobs = [(variant, design, eps, seed) for variant, design, eps in cells for seed in range(s.opacus_seeds)]
     done = {}
     for variant, design, eps, seed in (reversed(jobs) if reverse else jobs):
-        key = {"section": "opacus", "variant": variant, "epsilon": eps, "seed": seed, "design": asdict(design)}
+        key = {"section": "opacus", "variant": variant, "epsilon": eps, "seed": seed, "design": asdict(design),
+               "statistics": za.PIPELINE_STATISTICS}
         r = done[variant, design.max_grad_norm, eps, seed] = cache.row(
             key, lambda: za.pipeline_whitebox(variant, eps, design, seed=seed))
         log(f"opacus {variant} C={design.max_grad_norm:g} eps={eps:g} seed {seed}: {r['bound']:.2f} / power "
@@ -362,8 +363,8 @@ def markdown(s: Setting, opacus, fast, multi, blackbox, seconds: float, quick: b
         "Bound: the one-run bound of Steinke, Nasr & Jagielski 2023 (`epsilon_one_run_from_scores`, default guess search); "
         "power: the largest bound the design can show (every guess right). VIOLATION when the bound exceeds the claim "
         "or when the one-run test of the claimed DP-SGD privacy curve rejects it (`audit.stats.claim_test`; every "
-        "statistic's bound and curve test share the confidence: 98.75% each with the pipeline's two statistics, "
-        "1 - 0.05/6 with the fast trainer's three). Effective ε: DP-SGD's ε at the smallest noise level the run "
+        "statistic's bound and curve test share the confidence: 1 - 0.05/6 each with the three statistics of the "
+        "pipeline and of the fast audit). Effective ε: DP-SGD's ε at the smallest noise level the run "
         "rejects, assuming DP-SGD with the claimed q, T and C (never a verdict; `audit.stats.effective_noise`, "
         "signal and noise tests), shown for the first run of each row.",
         "",
@@ -373,8 +374,8 @@ def markdown(s: Setting, opacus, fast, multi, blackbox, seconds: float, quick: b
         "",
         "## 1. One-run white-box audit, Opacus trainer and zoo (the pipeline, `dpaudit run`)",
         "",
-        "Statistics: the likelihood ratio of each canary's readings under the claimed (q, σ, C) and their spread over "
-        f"the steps, the pipeline's defaults. The row is one training run (seed 0); the last column repeats the audit "
+        "Statistics: the likelihood ratio of each canary's readings under the claimed (q, σ, C), under half the "
+        "claimed noise, and their spread over the steps, the pipeline's defaults (`audit.statistics`). The row is one training run (seed 0); the last column repeats the audit "
         f"with {s.opacus_seeds} seeds, each run audited alone.",
         "",
         "| variant | bug | target ε | claimed ε | σ | ε lower bound | power | claimed-curve test p | effective ε | verdict | "

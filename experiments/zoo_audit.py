@@ -41,6 +41,10 @@ LLR under the claimed (q, sigma, C) (the pipeline's default), LLR under half the
 noise, and the standard deviation of a canary's readings over the steps (a canary that
 was never present reads pure noise, so its spread is the noise's spread)."""
 
+PIPELINE_STATISTICS = ("likelihood-ratio", "likelihood-ratio-half-sigma", "spread")
+"""The white-box statistics :func:`pipeline_whitebox` runs (the pipeline's defaults, set
+explicitly so that a change of defaults is a change of the run cache's key)."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Design:
@@ -98,7 +102,7 @@ def pipeline_whitebox(variant: str, epsilon: float, design: Design, *, seed: int
             "model": {"name": "logreg"},
             "trainer": {**trainer, "epochs": design.epochs, "batch_size": design.batch_size, "lr": design.lr},
             "dp": {"target_epsilon": epsilon, "max_grad_norm": design.max_grad_norm, "delta": DELTA},
-            "audit": {"canaries": design.canaries, "canary_kind": "gradient"},
+            "audit": {"canaries": design.canaries, "canary_kind": "gradient", "statistics": list(PIPELINE_STATISTICS)},
             "confidence": CONFIDENCE,
             "mlflow": {"enabled": False},
         }

@@ -152,7 +152,7 @@ def test_evaluate_on_a_whitebox_run_gives_its_canary_statistics(tmp_path, capsys
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     for where in ("", "observations.npz"):
         payload = _evaluate_json(capsys, tmp_path / "run" / where)
-        assert sorted(payload) == sorted(report["attacks"]) == ["all-iterates", "last-iterate", "likelihood-ratio", "spread"]
+        assert sorted(payload) == sorted(report["attacks"]) == ["all-iterates", "last-iterate", "likelihood-ratio", "likelihood-ratio-half-sigma", "spread"]
         for name, row in report["attacks"].items():
             assert payload[name]["auc"] == row["auc"] and payload[name]["tpr_at_fpr"] == row["tpr_at_fpr"]
     canary = _evaluate_json(capsys, tmp_path / "run", "--methods", "canary-statistic")["canary-statistic"]

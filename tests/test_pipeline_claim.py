@@ -24,17 +24,19 @@ def test_half_noise_is_a_violation_of_the_claimed_curve(tmp_path):
     report = json.loads((out / "report.json").read_text())
     v = report["verdict"]
     assert v["decision"] == "VIOLATION" and v["epsilon_lower_bound"] < v["claimed_epsilon"]
-    assert v["claim_rejected"] and v["claim_p_value"] <= 0.0125 and v["message"].startswith("Violation of the claimed")
+    assert v["claim_rejected"] and v["claim_p_value"] <= 0.05 / 6 and v["message"].startswith("Violation of the claimed")
     assert v["effective_epsilon"] > v["claimed_epsilon"] and v["effective_noise_multiplier"] < 0.7355
     # The noise test on the never-inserted canaries measures half the claimed noise.
     assert report["claim_tests"][0]["effective"]["details"]["decided_by"] == "noise"
     assert 0.7355 / 2 < v["effective_noise_multiplier"] < 0.7355 / 2 * 1.02
     assert (out / "readings.npz").exists()
-    # Two statistics (likelihood ratio, spread), each with a bound and a curve test: 4 share the level.
-    test, _ = report["claim_tests"]
-    assert [t["name"] for t in report["claim_tests"]] == ["claim-test/likelihood-ratio", "claim-test/spread"]
-    assert test["confidence"] == 0.9875 and test["confidence_overall"] == 0.95
-    assert report["bounds"][0]["confidence"] == 0.9875
+    # Three statistics (likelihood ratio at sigma and at sigma / 2, spread), each with a bound
+    # and a curve test: 6 share the level.
+    test = report["claim_tests"][0]
+    assert [t["name"] for t in report["claim_tests"]] == [
+        "claim-test/likelihood-ratio", "claim-test/likelihood-ratio-half-sigma", "claim-test/spread"]
+    assert test["confidence"] == pytest.approx(1 - 0.05 / 6) and test["confidence_overall"] == 0.95
+    assert report["bounds"][0]["confidence"] == pytest.approx(1 - 0.05 / 6)
     assert "sigma=0.7355" in test["claim"] and "q=0.01" in test["claim"] and "T=1000" in test["claim"]
     metrics = metrics_from_report(report)
     assert metrics["claim_p_value"] == v["claim_p_value"] and metrics["effective_epsilon"] > 4

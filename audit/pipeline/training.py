@@ -375,7 +375,6 @@ def train_whitebox(config: AuditConfig, data: AuditData, run_dir: Path):
 
     from audit.observations import from_named_statistics, save_observations
     from canaries.gradient import CanarySlots, GradientCanaries, with_canaries
-    from canaries.iterate_scores import spread
     from trainers.models import build_model
     from trainers.opacus_dp import sample_rate_and_steps, train_dp
 
@@ -416,12 +415,7 @@ def train_whitebox(config: AuditConfig, data: AuditData, run_dir: Path):
         kwargs = {"optimizer_class": optimizer_class} if optimizer_class is not None else {}
         result = train_dp(net, data.base, test=data.test if len(data.test) else None, **common, **kwargs)
     obs = result.optimizer.canary_observations()
-    stats = {
-        "likelihood-ratio": obs.likelihood_ratio,
-        "spread": spread(obs.readings),
-        "all-iterates": obs.all_iterates,
-        "last-iterate": obs.last_iterate,
-    }
+    stats = obs.named_statistics()
     observations = from_named_statistics(
         members[None, :],
         {k: np.asarray(v, dtype=np.float64)[None, :] for k, v in stats.items()},
