@@ -106,7 +106,7 @@ def _all_opacus(s: Setting) -> tuple[str, ...]:
 def _all_fast(s: Setting) -> tuple[str, ...]:
     from trainers.fast import FAULTS
 
-    return s.fast_variants or ("correct", *FAULTS)
+    return s.fast_variants or ("correct", *FAULTS, *za.ACCOUNTING_FAULTS)
 
 
 def bug_of(variant: str) -> str:

@@ -103,6 +103,9 @@ def test_half_noise_and_no_noise():
     priv, _, clipped, _, _ = _privatised(fault("no_noise"))
     torch.testing.assert_close(priv, clipped / EBS, rtol=1e-12, atol=1e-12)
 
+    priv, _, clipped, z, _ = _privatised(fault("noise_divided_by_batch_twice"))
+    torch.testing.assert_close(priv, (clipped + SIGMA * C / EBS * z) / EBS, rtol=1e-12, atol=1e-12)
+
 
 @pytest.mark.parametrize("reuse", [False, True])
 def test_reused_noise(reuse):

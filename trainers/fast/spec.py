@@ -33,6 +33,8 @@ class StepSpec:
         normalise: divide by the ``"expected"`` batch size (correct, Opacus) or the
             ``"actual"`` (data-dependent) batch size of each model's step.
         reuse_noise: draw the noise once and add the same noise at every step.
+        noise_over_batch: divide the noise std by the expected batch size as well (noise
+            std ``sigma * C / B`` added to the sum, which is then divided by ``B`` again).
     """
 
     clipping: Literal["per_example", "per_batch", "none"] = "per_example"
@@ -41,6 +43,7 @@ class StepSpec:
     noise_factor: float = 1.0
     normalise: Literal["expected", "actual"] = "expected"
     reuse_noise: bool = False
+    noise_over_batch: bool = False
 
     def __post_init__(self) -> None:
         for name, allowed in (("clipping", _CLIPPING), ("noise_std", _NOISE_STD), ("normalise", _NORMALISE)):
@@ -64,6 +67,7 @@ FAULTS: dict[str, StepSpec] = {
     "reused_noise": replace(CORRECT, reuse_noise=True),
     "half_noise": replace(CORRECT, noise_factor=0.5),
     "no_noise": replace(CORRECT, add_noise=False),
+    "noise_divided_by_batch_twice": replace(CORRECT, noise_over_batch=True),
 }
 """Faulty variants, each the correct step with one field changed."""
 

@@ -67,6 +67,8 @@ class DPSGDConfig:
         if not self.spec.add_noise:
             return 0.0
         scale = self.max_grad_norm if self.spec.noise_std == "sigma_c" else 1.0
+        if self.spec.noise_over_batch:
+            scale /= self.expected_batch_size
         return self.noise_multiplier * scale * self.spec.noise_factor
 
 
