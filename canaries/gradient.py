@@ -290,21 +290,14 @@ class GradientCanaryObservations:
     reading_source: str = "iterates"
 
     def named_statistics(self) -> dict[str, np.ndarray]:
-        """float[canaries] per white-box statistic name (``audit.statistics``; higher = more
-        likely included): the LLR under the claimed (q, sigma, C), the LLR under half the
-        claimed noise (more power against too little noise, the commonest noise bug: at
-        sigma/2 the per-step evidence of a reading near C counts four times as much), the
-        spread of the readings over the steps (noise correlated across steps), the
-        all-iterates sum and the last iterate. Each is a function of the readings alone,
-        so every bound and curve test holds for it as for any score."""
-        from canaries.iterate_scores import spread
+        """float[canaries] per white-box statistic name (``audit.statistics``): those of
+        :func:`canaries.iterate_scores.noise_level_statistics`, the all-iterates sum and the
+        last iterate."""
+        from canaries.iterate_scores import noise_level_statistics
 
         return {
-            "likelihood-ratio": self.likelihood_ratio,
-            "likelihood-ratio-half-sigma": likelihood_ratio(
-                self.readings, sample_rate=self.sample_rate, noise_multiplier=self.noise_multiplier / 2,
-                max_grad_norm=self.max_grad_norm),
-            "spread": spread(self.readings),
+            **noise_level_statistics(self.readings, sample_rate=self.sample_rate,
+                                     noise_multiplier=self.noise_multiplier, max_grad_norm=self.max_grad_norm),
             "all-iterates": self.all_iterates,
             "last-iterate": self.last_iterate,
         }

@@ -103,3 +103,23 @@ def likelihood_ratio(readings, *, sample_rate: float, noise_multiplier: float, m
         exponent = (2.0 * x * c - c * c) / (2.0 * sigma * sigma * c * c)
         per_step = np.logaddexp(log_absent, np.log(q) + exponent)
     return per_step.sum(axis=0)
+
+
+def noise_level_statistics(readings, *, sample_rate: float, noise_multiplier: float,
+                           max_grad_norm: float) -> dict[str, np.ndarray]:
+    """The one-run white-box statistics read against the claimed DP-SGD (higher = more likely
+    included): ``likelihood-ratio`` (:func:`likelihood_ratio` at the claimed sigma),
+    ``likelihood-ratio-half-sigma`` (the same at sigma / 2: more power against too little
+    noise, the commonest noise bug, since a reading near C then counts four times as much)
+    and ``spread`` (:func:`spread`: noise correlated across steps). Each is a function of the
+    readings alone, so every bound and curve test holds for it as for any score.
+
+    Returns:
+      {name: float[canaries]}.
+    """
+    kw = dict(sample_rate=sample_rate, max_grad_norm=max_grad_norm)
+    return {
+        "likelihood-ratio": likelihood_ratio(readings, noise_multiplier=noise_multiplier, **kw),
+        "likelihood-ratio-half-sigma": likelihood_ratio(readings, noise_multiplier=noise_multiplier / 2, **kw),
+        "spread": spread(readings),
+    }

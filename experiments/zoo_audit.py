@@ -134,15 +134,10 @@ def _fair(design: Design):
 
 def fast_statistics(result) -> dict[str, np.ndarray]:
     """float[canaries] per name of :data:`STATISTICS`, from a ``FastCanaryResult``."""
-    from canaries.iterate_scores import likelihood_ratio, spread
+    from canaries.iterate_scores import noise_level_statistics
 
-    return {
-        "likelihood-ratio": result.likelihood_ratio,
-        "likelihood-ratio-half-sigma": likelihood_ratio(
-            result.readings, sample_rate=result.sample_rate, noise_multiplier=result.noise_multiplier / 2,
-            max_grad_norm=result.max_grad_norm),
-        "spread": spread(result.readings),
-    }
+    return noise_level_statistics(result.readings, sample_rate=result.sample_rate,
+                                  noise_multiplier=result.noise_multiplier, max_grad_norm=result.max_grad_norm)
 
 
 def verdict_of(scores: dict[str, np.ndarray], members: np.ndarray, claimed: float, *, full_guess_share: float = 0.0,
