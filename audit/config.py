@@ -88,7 +88,11 @@ class DataConfig(_Section):
     name: str = Field(default="fair", description="a shipped dataset; with path, a label (default: the file's stem)")
     path: str = ""
     features: list[str] = Field(default_factory=list)
-    label: str = ""
+    label: str = Field(
+        default="",
+        description="label column of a table; empty with an .npz path: the file holds arrays x[records, ...] "
+                    "(any shape) and y[records] (integer labels)",
+    )
     n: int | None = Field(default=None, ge=1)
     population: int = Field(default=500, ge=0)
     test: int = Field(default=1000, ge=0)
@@ -106,15 +110,52 @@ class DataConfig(_Section):
     def _known(self) -> "DataConfig":
         if not self.path and self.name not in DATASETS:
             raise ValueError(f"unknown dataset {self.name!r}; expected one of {', '.join(DATASETS)} or a path")
-        if self.path and not self.label:
-            raise ValueError("path is set but label is empty; expected the label column's name")
+        if self.path and not self.label and not self.path.lower().endswith(".npz"):
+            raise ValueError("path is set but label is empty; expected the label column's name "
+                             "(only an .npz can leave it empty: arrays x and y)")
+        if self.path and not self.label and self.features:
+            raise ValueError("features names table columns; an .npz of arrays x and y (label empty) takes no features, "
+                             "or set label to read one 1-d array per column")
         return self
 
 
 class ModelConfig(_Section):
-    name: Literal["mlp", "logreg", "cnn"] = "mlp"
+    name: Literal["mlp", "logreg", "cnn", "plugin"] = Field(
+        default="mlp", description="a built-in model; 'plugin' (set by itself) when model.plugin builds the model",
+    )
     widths: list[Annotated[int, Field(ge=1, le=MAX_WIDTH)]] = Field(default_factory=lambda: [64])
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    plugin: str = Field(
+        default="",
+        description="the user's model: 'file.py:build_model' or 'package.module:build_model', a factory "
+                    "build(in_shape, n_classes, **options) -> torch.nn.Module (trainers.models); replaces name",
+    )
+    options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the model.plugin factory")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plugin_builds(cls, values: Any) -> Any:
+        # With a plugin the built-in settings mean nothing: refuse them when given, and
+        # record name = "plugin", widths = [] (reports, MLflow params), which re-validate.
+        if isinstance(values, dict) and values.get("plugin"):
+            meant = {"name": "plugin", "widths": [], "dropout": 0.0}
+            clash = sorted(k for k, v in meant.items() if k in values and values[k] != v)
+            if clash:
+                raise ValueError(f"model.plugin builds the model; remove model.{', model.'.join(clash)} "
+                                 "(the factory takes its settings from [model.options])")
+            return {**values, **meant}
+        return values
+
+    @model_validator(mode="after")
+    def _plugin(self) -> "ModelConfig":
+        if self.plugin and not (PLUGIN_FILE_PATH.match(self.plugin) or PLUGIN_MODULE_PATH.match(self.plugin)):
+            raise ValueError(f"model.plugin = {self.plugin!r} is malformed; expected 'file.py:build_model' or "
+                             "'package.module:build_model'")
+        if not self.plugin and self.name == "plugin":
+            raise ValueError("model.name = 'plugin' needs model.plugin = 'file.py:build_model'")
+        if not self.plugin and self.options:
+            raise ValueError("model.options are the keyword arguments of model.plugin, which is empty")
+        return self
 
 
 class TrainerConfig(_Section):
@@ -417,7 +458,7 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> AuditConfig:
 
 def _rebase_inputs(tree: dict[str, Any], base: Path) -> dict[str, Any]:
     """``tree`` with its relative input paths (``data.path``, the file of a
-    ``trainer.plugin = "file.py:Name"``, and in ``trainer.command`` an executable given as
+    ``trainer.plugin`` or ``model.plugin = "file.py:Name"``, and in ``trainer.command`` an executable given as
     a path and every other argument that names a file there) joined to ``base``, the
     config file's directory (absolute paths stay as they are), so a config finds its data,
     plugin and script from any working directory.
@@ -427,9 +468,10 @@ def _rebase_inputs(tree: dict[str, Any], base: Path) -> dict[str, Any]:
     data, trainer = tree.get("data"), tree.get("trainer")
     if isinstance(data, dict) and isinstance(data.get("path"), str) and data["path"]:
         data["path"] = str(base / data["path"])
-    if isinstance(trainer, dict) and isinstance(trainer.get("plugin"), str) and PLUGIN_FILE_PATH.match(trainer["plugin"]):
-        file, name = trainer["plugin"].rsplit(":", 1)
-        trainer["plugin"] = f"{base / file}:{name}"
+    for section in (trainer, tree.get("model")):  # trainer.plugin, model.plugin
+        if isinstance(section, dict) and isinstance(section.get("plugin"), str) and PLUGIN_FILE_PATH.match(section["plugin"]):
+            file, name = section["plugin"].rsplit(":", 1)
+            section["plugin"] = f"{base / file}:{name}"
     if isinstance(trainer, dict) and isinstance(trainer.get("command"), list):
         trainer["command"] = rebase_command(trainer["command"], base)
     return tree

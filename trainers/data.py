@@ -19,8 +19,16 @@ name up. Each loader returns a :class:`Dataset` with ``x: float32[n, ...]`` and
 Tabular features (randhie, fair, user data) are standardised to zero mean and unit
 variance over the whole loaded table; binary (purchase) and image (digits) features are not.
 
-User data: :func:`load_user_data` reads CSV, Parquet or NPZ with named feature and label
-columns (NPZ: one array per name; no pickled objects are ever loaded).
+User data, two layouts (no pickled objects are ever loaded):
+
+- a table, :func:`load_user_data`: CSV, Parquet or NPZ with named feature and label
+  columns (NPZ: one 1-d array per column), standardised like the shipped tables;
+- arrays, :func:`load_user_arrays`: an NPZ holding ``x[records, ...]`` of any shape
+  (tabular rows, images, token ids) and ``y[records]`` integer labels, used as stored
+  (no standardisation). Floating ``x`` becomes float32, integer ``x`` int64 (token ids for
+  an embedding model). Members written uncompressed (``np.savez``) are memory-mapped, not
+  read: a record's bytes are read (and copied, once) only when a split selects it.
+  Compressed members (``np.savez_compressed``) are decompressed once.
 
 Splits: :func:`split_dataset` draws disjoint ``pool`` (from which each model's training
 subset is drawn), ``population`` (reference data for attacks) and ``test`` (utility) sets
@@ -31,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import os
 from pathlib import Path
 from typing import Callable, Sequence
@@ -44,7 +53,8 @@ from audit.errors import InputError
 class Dataset:
     """A labelled dataset.
 
-    x: float32[n, ...] features (tabular: [n, d]; images: [n, channels, h, w]).
+    x: float32[n, ...] features (tabular: [n, d]; images: [n, channels, h, w]), or
+       int64[n, ...] token ids (a user's arrays, for a model that embeds them).
     y: int64[n] class indices in ``0..n_classes-1``.
     """
 
@@ -55,8 +65,8 @@ class Dataset:
     feature_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.x.dtype != np.float32:
-            raise InputError(f"Dataset.x dtype is {self.x.dtype}; expected float32")
+        if self.x.dtype not in (np.float32, np.int64):
+            raise InputError(f"Dataset.x dtype is {self.x.dtype}; expected float32 (features) or int64 (token ids)")
         if self.y.dtype != np.int64 or self.y.ndim != 1:
             raise InputError(f"Dataset.y is {self.y.dtype}{list(self.y.shape)}; expected int64[n]")
         if len(self.x) != len(self.y):
@@ -321,6 +331,154 @@ def load_user_data(
         x=x, y=y.astype(np.int64).ravel(), n_classes=len(classes),
         name=name or path.stem, feature_names=tuple(features),
     )
+
+
+def _npz_members(path: Path) -> dict[str, tuple[int, int]]:
+    """``{name: (offset, size)}`` of the members of the zip ``path`` stored uncompressed:
+    the byte range of each member's ``.npy`` bytes inside the file (after its local header)."""
+    import struct
+    import zipfile
+
+    out = {}
+    with zipfile.ZipFile(path) as archive, open(path, "rb") as raw:
+        for info in archive.infolist():
+            if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:  # compressed or encrypted
+                continue
+            raw.seek(info.header_offset)
+            header = raw.read(30)
+            if len(header) < 30 or header[:4] != b"PK\x03\x04":
+                continue
+            name_len, extra_len = struct.unpack("<HH", header[26:30])
+            out[info.filename] = (info.header_offset + 30 + name_len + extra_len, info.file_size)
+    return out
+
+
+def _mapped_npy(path: Path, offset: int, size: int) -> np.ndarray | None:
+    """The ``.npy`` array stored at ``offset`` in ``path`` as a read-only memory map, or
+    None when it cannot be mapped (object dtype, empty, an unexpected header)."""
+    from numpy.lib import format as npy
+
+    with open(path, "rb") as raw:
+        raw.seek(offset)
+        try:
+            version = npy.read_magic(raw)
+            if version == (1, 0):
+                shape, fortran, dtype = npy.read_array_header_1_0(raw)
+            elif version == (2, 0):
+                shape, fortran, dtype = npy.read_array_header_2_0(raw)
+            else:  # format 3.0 (utf-8 field names) has no public reader: read it instead
+                return None
+        except ValueError:
+            return None
+        data_start = raw.tell()
+    if dtype.hasobject or 0 in shape or not shape:
+        return None
+    if data_start - offset + math.prod(shape) * dtype.itemsize > size:
+        return None
+    # a plain ndarray view of the map (np.memmap's subclass would follow slices around)
+    return np.asarray(np.memmap(path, dtype=dtype, mode="r", offset=data_start, shape=shape, order="F" if fortran else "C"))
+
+
+def read_npz_arrays(path: str | os.PathLike, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """The arrays ``names`` of the NPZ ``path``, never unpickling: uncompressed members as
+    read-only memory maps (no read, no copy), compressed ones decompressed once.
+    InputError for an unreadable file, a missing name or an object (pickled) array."""
+    import zipfile
+
+    path = Path(path)
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(f"{path}: not a readable .npz file ({exc})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise InputError(f"{path}: a single .npy array, not an .npz archive; expected arrays {list(names)}")
+    with archive:
+        missing = [n for n in names if n not in archive.files]
+        if missing:
+            raise InputError(f"{path}: missing arrays {missing}; file has {archive.files}")
+        try:
+            stored = _npz_members(path)
+        except (zipfile.BadZipFile, OSError):
+            stored = {}
+        out = {}
+        for n in names:
+            member = f"{n}.npy"
+            mapped = _mapped_npy(path, *stored[member]) if member in stored else None
+            if mapped is not None:
+                out[n] = mapped
+                continue
+            try:
+                out[n] = archive[n]
+            except ValueError as exc:  # object arrays need pickle, which we refuse
+                raise InputError(f"{path}: array {n!r} holds pickled objects, which are not loaded") from exc
+            except (OSError, EOFError, zipfile.BadZipFile) as exc:
+                raise InputError(f"{path}: array {n!r} is not readable ({exc})") from None
+    return out
+
+
+def _first_non_finite(x: np.ndarray, chunk: int = 1 << 14) -> int | None:
+    """The first record of ``x`` (float) holding a NaN or infinity, else None; in chunks
+    of records, so a memory-mapped file is read once without a full-size temporary."""
+    for start in range(0, len(x), chunk):
+        bad = ~np.isfinite(x[start : start + chunk].reshape(min(chunk, len(x) - start), -1)).all(axis=1)
+        if bad.any():
+            return start + int(np.flatnonzero(bad)[0])
+    return None
+
+
+def load_user_arrays(path: str | os.PathLike, *, name: str | None = None) -> Dataset:
+    """Load a user's NPZ of arrays ``x[records, ...]`` (any shape) and ``y[records]``.
+
+    ``x``: floating -> float32 (finite), integer -> int64 (ids >= 0), bool -> float32; kept
+    as stored otherwise (memory-mapped when stored uncompressed as float32 or int64, see
+    the module docstring). ``y``: integers in ``0..C-1`` with ``C = y.max() + 1 >= 2``
+    classes. Raises :class:`InputError` naming the file and the array for anything else.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: file is empty; expected an .npz with arrays x and y")
+    try:
+        arrays = read_npz_arrays(path, ["x", "y"])
+    except InputError as err:
+        if "missing arrays" in str(err):
+            raise InputError(f"{err} (x[records, ...] and y[records] integer labels; or set data.label to read "
+                             "one 1-d array per column)") from None
+        raise
+    x, y = arrays["x"], arrays["y"]
+    if x.ndim < 2:
+        raise InputError(f"{path}: x has shape {x.shape}; expected x[records, ...] with at least 2 dimensions "
+                         "(one row per record; a single feature is x[records, 1])")
+    if y.ndim != 1 or len(y) != len(x):
+        raise InputError(f"{path}: y has shape {y.shape}; expected y[{len(x)}], one label per record of x {x.shape}")
+    if len(x) == 0 or 0 in x.shape:
+        raise InputError(f"{path}: x has shape {x.shape}; expected records with at least one value")
+    if y.dtype.kind not in "iu":
+        raise InputError(f"{path}: y has dtype {y.dtype}; expected integer class labels 0..C-1")
+    y = np.asarray(y, dtype=np.int64)  # no copy for int64 (a mapped file stays mapped)
+    if y.min() < 0:
+        raise InputError(f"{path}: y has label {int(y.min())}; expected integer class labels 0..C-1")
+    n_classes = int(y.max()) + 1
+    if n_classes < 2:
+        raise InputError(f"{path}: y holds a single class {[0]}; expected >= 2 classes")
+    kind = x.dtype.kind
+    if kind == "f":
+        bad = _first_non_finite(x)
+        if bad is not None:
+            raise InputError(f"{path}: x has NaN or infinite values (first at record {bad})")
+        x = x if x.dtype == np.float32 else x.astype(np.float32)
+    elif kind in "iu":
+        if x.dtype.kind == "i" and x.min() < 0:
+            raise InputError(f"{path}: x holds integer {int(x.min())}; expected token ids >= 0 (or store float features)")
+        if x.dtype == np.uint64 and x.max() > np.iinfo(np.int64).max:
+            raise InputError(f"{path}: x holds ids beyond int64")
+        x = x if x.dtype == np.int64 else x.astype(np.int64)
+    elif kind == "b":
+        x = x.astype(np.float32)
+    else:
+        raise InputError(f"{path}: x has dtype {x.dtype}; expected numbers (floats, or integer token ids)")
+    return Dataset(x=x, y=y, n_classes=n_classes, name=name or path.stem)
 
 
 def split_dataset(ds: Dataset, *, pool: int, population: int, test: int, seed: int) -> Splits:

@@ -6,13 +6,29 @@ checked with ``opacus.validators.ModuleValidator.validate``), and is initialised
 ``torch.Generator`` with PyTorch's default initialisation (``reset_parameters``:
 Kaiming-uniform weights with a=sqrt(5), biases U(-1/sqrt(fan_in), 1/sqrt(fan_in))), so
 that the same seed gives the same weights without touching the global RNG.
+
+The user's own model (``model.plugin = "file.py:build_model"``): :func:`load_model_plugin`
+loads a factory, the same way ``trainers.plugins`` loads ``trainer.plugin``, and
+:func:`build_model` accepts the resulting :class:`ModelPlugin` wherever it accepts a name.
+The factory contract::
+
+    def build_model(in_shape: tuple[int, ...], n_classes: int, **options) -> torch.nn.Module
+
+``in_shape`` is one record's shape (``x.shape[1:]``: ``(d,)``, ``(1, 8, 8)``, ``(seq_len,)``),
+``n_classes`` the number of labels; ``options`` are the config's ``[model.options]`` table
+(e.g. ``vocab_size``). The module maps a batch ``x[batch, *in_shape]`` (float32, or int64
+token ids) to logits ``[batch, n_classes]``. A class (an ``nn.Module`` subclass taking
+those arguments) is a factory too. It is built with PyTorch's global RNG seeded from the
+caller's generator inside ``torch.random.fork_rng``, so its own default initialisation is
+reproducible from the audit's seed and the caller's global RNG is left as it was.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -108,18 +124,97 @@ def reset_parameters(module: nn.Module, generator: torch.Generator) -> None:
                 nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
 
 
-def build_model(name: str, in_shape: Sequence[int], n_classes: int, *, generator: torch.Generator, **kw) -> nn.Module:
-    """Build the registered model ``name`` and initialise it from ``generator``.
+@dataclasses.dataclass(frozen=True)
+class ModelPlugin:
+    """A user's model factory ``factory(in_shape, n_classes, **options) -> nn.Module``
+    (module docstring), loaded from ``source`` (``"file.py:Name"`` or ``"package.module:Name"``)."""
+
+    source: str
+    factory: Callable[..., nn.Module]
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def build(self, in_shape: tuple[int, ...], n_classes: int, *, generator: torch.Generator) -> nn.Module:
+        """Call the factory with torch's global RNG seeded from ``generator`` (and restored
+        afterwards); InputError when it returns anything but a CPU ``nn.Module`` with
+        trainable parameters. Exceptions the factory raises pass through."""
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = self.factory(tuple(in_shape), n_classes, **self.options)
+        what = f"model.plugin {self.source!r}"
+        if not isinstance(model, nn.Module):
+            shown = repr(model)
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            raise InputError(f"{what} returned {type(model).__name__} {shown}; expected a torch.nn.Module")
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise InputError(f"{what} returned {type(model).__name__} without trainable parameters; expected a model to train")
+        devices = sorted({str(p.device) for p in model.parameters()} - {"cpu"})
+        if devices:
+            raise InputError(f"{what} returned a model with parameters on {', '.join(devices)}; expected CPU "
+                             "(the audit feeds CPU tensors)")
+        return model
+
+
+class CanaryHost(nn.Module):
+    """``model`` with gradient canary slots registered beside it (``canary_slots``), never
+    called by ``forward``. A user's model may be an ``nn.Sequential``, whose forward runs
+    every child, so the slots cannot be registered on the model itself."""
+
+    def __init__(self, model: nn.Module, canary_slots: nn.Module):
+        super().__init__()
+        self.model = model
+        self.canary_slots = canary_slots
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.model(*args, **kwargs)
+
+
+def load_model_plugin(path: str, options: Mapping[str, Any] | None = None) -> ModelPlugin:
+    """Load the model factory ``path`` (``trainers.plugins.load_object``: "package.module:Name"
+    or "file.py:Name") and check that it can be called as ``factory(in_shape, n_classes,
+    **options)``. InputError naming the path and what was expected otherwise."""
+    from trainers.plugins import load_object
+
+    options = dict(options or {})
+    try:
+        factory = load_object(path)
+    except InputError as err:  # "plugin 'x.py:f': ..." -> which plugin it is
+        raise InputError(f"model.{err}") from None
+    if isinstance(factory, nn.Module) or not callable(factory):
+        raise InputError(f"model.plugin {path!r} is {type(factory).__name__}; expected a function (or nn.Module "
+                         "class) build(in_shape, n_classes, **options) returning a torch.nn.Module")
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # a builtin without a signature: let the call decide
+        return ModelPlugin(path, factory, options)
+    try:
+        signature.bind((1,), 2, **options)
+    except TypeError as exc:
+        given = f" with [model.options] {sorted(options)}" if options else ""
+        raise InputError(f"model.plugin {path!r}: signature {signature} cannot be called as "
+                         f"build(in_shape, n_classes{', **options' if options else ''}){given}: {exc}") from None
+    return ModelPlugin(path, factory, options)
+
+
+def build_model(name: str | ModelPlugin, in_shape: Sequence[int], n_classes: int, *, generator: torch.Generator,
+                **kw) -> nn.Module:
+    """Build the registered model ``name`` (or a user's :class:`ModelPlugin`) and
+    initialise it from ``generator``.
 
     Raises :class:`InputError` for an unknown name, bad sizes, or unknown keywords.
     """
-    if name not in MODELS:
-        raise InputError(f"unknown model {name!r}; expected one of {sorted(MODELS)}")
     in_shape = tuple(int(s) for s in in_shape)
     if not in_shape or min(in_shape) < 1:
         raise InputError(f"in_shape={in_shape}; expected positive sizes")
     if not isinstance(n_classes, int) or n_classes < 2:
         raise InputError(f"n_classes={n_classes!r}; expected an int >= 2")
+    if isinstance(name, ModelPlugin):
+        if kw:
+            raise InputError(f"model.plugin {name.source!r} takes its keywords from [model.options]; got {sorted(kw)}")
+        return name.build(in_shape, n_classes, generator=generator)
+    if name not in MODELS:
+        raise InputError(f"unknown model {name!r}; expected one of {sorted(MODELS)}")
     if not 0.0 <= float(kw.get("dropout", 0.0)) < 1.0:
         raise InputError(f"dropout={kw['dropout']!r}; expected a probability in [0, 1)")
     try:

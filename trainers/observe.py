@@ -105,10 +105,13 @@ AUGMENTATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 
 
 def query_views(x: np.ndarray, *, augment: str = "none") -> np.ndarray:
-    """``float32[queries, n, ...]``: the views of every record named by ``augment`` (view 0 is ``x``)."""
+    """``float32[queries, n, ...]``: the views of every record named by ``augment`` (view 0 is ``x``);
+    int64 token ids stay int64."""
     if augment not in AUGMENTATIONS:
         raise InputError(f"augment={augment!r}; expected one of {sorted(AUGMENTATIONS)}")
-    return np.ascontiguousarray(AUGMENTATIONS[augment](np.asarray(x, dtype=np.float32)))
+    x = np.asarray(x)
+    x = x if x.dtype == np.int64 else x.astype(np.float32, copy=False)
+    return np.ascontiguousarray(AUGMENTATIONS[augment](x))
 
 
 def observe_outputs(

@@ -29,9 +29,11 @@ class AuditData:
 
 
 def _load(config: AuditConfig):
-    from trainers.data import load_dataset, load_user_data, subsample
+    from trainers.data import load_dataset, load_user_arrays, load_user_data, subsample
 
     d = config.data
+    if d.path and not d.label:  # an NPZ of arrays x[records, ...] and y[records] (config.DataConfig)
+        return subsample(load_user_arrays(d.path, name=d.name), d.n, config.seed)
     if d.path:  # data.n subsamples a user's file as it does a shipped dataset
         return subsample(load_user_data(d.path, features=d.features or None, label=d.label), d.n, config.seed)
     size = {} if d.n is None else {"n": d.n}
@@ -54,6 +56,9 @@ def build(config: AuditConfig) -> AuditData:
     pool = splits.pool
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, 1]))
     kind = a.canary_kind
+    if kind in ("clipbkd", "ood") and pool.x.dtype != np.float32:
+        raise InputError(f"audit.canary_kind = {kind!r} crafts float inputs, but data x holds {pool.x.dtype} token ids; "
+                         "expected canary_kind 'natural', 'mislabeled' or 'gradient'")
     if kind == "gradient":  # white-box: all of the pool is training data; canaries are gradients
         empty = pool.subset(np.zeros(0, dtype=np.int64))
         return AuditData(pool, empty, splits.population, splits.test, kind)
@@ -71,7 +76,7 @@ def build(config: AuditConfig) -> AuditData:
     if chosen.source_index is not None:
         base = pool.subset(np.setdiff1d(np.arange(len(pool)), chosen.source_index))
     canaries = Dataset(
-        x=np.asarray(chosen.x, dtype=np.float32),
+        x=np.asarray(chosen.x, dtype=pool.x.dtype),  # float32 features, or int64 token ids
         y=np.asarray(chosen.y, dtype=np.int64),
         n_classes=pool.n_classes,
         name=f"{pool.name}:{kind}-canaries",

@@ -1,8 +1,9 @@
 """Everything that can be checked before any work starts (no run directory, no training).
 
-``check(config)`` loads the plugins (resolving a black-box plugin's own claim) or checks a
-command target (its executable, its stated claim), loads and
-splits the data, checks that the observations fit in this machine's memory and that the
+``check(config)`` loads the plugins (resolving a black-box plugin's own claim; a
+``model.plugin`` factory is built on the data's shape, run on two records and, for DP-SGD,
+given one per-sample gradient step) or checks a command target (its executable, its
+stated claim), loads and splits the data, checks that the observations fit in this machine's memory and that the
 accountant can account for the configured DP-SGD, and returns what the run needs. Any
 problem raises ``InputError`` naming the value, so a bad input exits 2 and leaves nothing
 behind.
@@ -87,22 +88,129 @@ def resolve_command(config: AuditConfig) -> AuditConfig:
                                      "dp": dp.model_copy(update={"claimed_epsilon": epsilon})})
 
 
-def check_model(config: AuditConfig, data: AuditData) -> int:
-    """Build the configured model on the data's shape (cheap, discarded) and the query
-    views of one record, so a model or augmentation that does not fit the data is refused
-    before any work. Returns the number of query views per record."""
+DP_KINDS = ("dp", "zoo", "optimizer-plugin")  # trained with Opacus' per-sample gradients
+
+
+def check_model_kind(config: AuditConfig) -> None:
+    """Refuse a ``model.plugin`` the trainer would not use: black-box plugins and commands
+    bring their own model, and the fast trainer trains its own vectorised MLPs."""
+    t = config.trainer
+    if not config.model.plugin:
+        return
+    if t.kind in ("blackbox-plugin", "command"):
+        raise InputError(f"model.plugin = {config.model.plugin!r} is not used by trainer.kind = {t.kind!r}, which "
+                         "brings its own model; remove model.plugin")
+    if t.kind == "fast":
+        raise InputError(f"model.plugin = {config.model.plugin!r} needs trainer.kind 'plain', 'dp', 'zoo' or "
+                         "'optimizer-plugin'; 'fast' trains its own vectorised MLPs")
+
+
+def _what(config: AuditConfig) -> str:
+    return f"model.plugin = {config.model.plugin!r}" if config.model.plugin else f"model.name = {config.model.name!r}"
+
+
+def _first_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    text = text if len(text) <= 300 else text[:297] + "..."
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _build(config: AuditConfig, data: AuditData):
+    """The configured model built on the data's shape (seed 0, discarded), or InputError."""
     import torch
 
-    from audit.pipeline.training import model_kwargs
+    from audit.pipeline.training import model_kwargs, model_spec
     from trainers.models import build_model
+
+    spec = model_spec(config)  # InputError for a plugin that cannot be loaded
+    shape, n_classes = data.base.in_shape, data.base.n_classes
+    try:
+        return build_model(spec, shape, n_classes, generator=torch.Generator().manual_seed(0), **model_kwargs(config))
+    except InputError as err:
+        if config.model.plugin:
+            raise
+        raise InputError(f"{_what(config)} does not fit the data: {err}") from None
+    except Exception as err:  # the user's factory raised: it does not take this data's shape
+        raise InputError(f"{_what(config)} raised {_first_line(err)} when called as build(in_shape={shape}, "
+                         f"n_classes={n_classes}{', **model.options' if config.model.options else ''})") from None
+
+
+def _check_forward(config: AuditConfig, model, x):
+    """One forward pass on two records: logits ``[2, n_classes]`` or InputError."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.as_tensor(x))
+    except Exception as err:
+        raise InputError(f"{_what(config)} fails on a batch of x {tuple(x.shape)} {x.dtype}: {_first_line(err)}") from None
+    if not isinstance(out, torch.Tensor):
+        raise InputError(f"{_what(config)} returns {type(out).__name__} for x {tuple(x.shape)}; expected a tensor of logits")
+    return out
+
+
+def _check_opacus(config: AuditConfig, data: AuditData) -> None:
+    """Refuse a model Opacus cannot train with per-sample gradients: ``ModuleValidator``'s
+    verdict (BatchNorm, ...) and one per-sample gradient step on two records, in the
+    grad-sample mode training uses."""
+    import warnings
+
+    import torch
+    import torch.nn.functional as F
+    from opacus import GradSampleModule
+    from opacus.validators import ModuleValidator
+
+    from audit.pipeline.training import _dp_config
+
+    model = _build(config, data)
+    errors = ModuleValidator.validate(model, strict=False)
+    if errors:
+        raise InputError(f"{_what(config)} is not Opacus-compatible: {_first_line(errors[0])} "
+                         f"({len(errors)} problem{'s' if len(errors) > 1 else ''}; opacus.validators.ModuleValidator.fix "
+                         "replaces e.g. BatchNorm with GroupNorm)")
+    x, y = torch.as_tensor(data.base.x[:2]), torch.as_tensor(data.base.y[:2])
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            gsm = GradSampleModule(model, batch_first=True, loss_reduction="mean",
+                                   force_functorch=_dp_config(config).grad_sample_mode == "functorch")
+            model.train()
+            F.cross_entropy(gsm(x), y).backward()
+            missing = [name for name, p in model.named_parameters() if p.requires_grad and getattr(p, "grad_sample", None) is None]
+    except Exception as err:
+        raise InputError(f"{_what(config)}: Opacus cannot compute its per-sample gradients ({_first_line(err)})") from None
+    if missing:
+        raise InputError(f"{_what(config)}: Opacus computes no per-sample gradient for {', '.join(missing[:3])}"
+                         f"{' ...' if len(missing) > 3 else ''}; expected every trainable parameter to be used in forward")
+
+
+def check_model(config: AuditConfig, data: AuditData) -> int:
+    """Build the configured model on the data's shape (cheap, discarded), run it on two
+    records (logits ``[2, n_classes]``), for DP-SGD trainers take one per-sample gradient
+    step of a model plugin, and build the query views of one record, so a model or
+    augmentation that does not fit the data is refused before any work. Returns the
+    number of query views per record."""
+    import numpy as np
+
     from trainers.observe import query_views
 
+    check_model_kind(config)
     if config.trainer.kind not in ("blackbox-plugin", "command"):  # these bring their own model
-        try:
-            build_model(config.model.name, data.base.in_shape, data.base.n_classes,
-                        generator=torch.Generator().manual_seed(0), **model_kwargs(config))
-        except InputError as err:
-            raise InputError(f"model.name = {config.model.name!r} does not fit the data: {err}") from None
+        x = data.base.x[:2]
+        if x.dtype != np.float32 and not config.model.plugin:
+            raise InputError(f"{_what(config)} takes float features, but data x holds {x.dtype} (token ids); "
+                             "store x as floats, or bring a model that embeds them (model.plugin)")
+        if x.dtype != np.float32 and config.defence.distillation:
+            raise InputError(f"defence.distillation trains its student on float soft-label inputs; data x holds "
+                             f"{x.dtype} token ids: expected float features, or defence.distillation = false")
+        model = _build(config, data)
+        out = _check_forward(config, model, x)
+        n_classes = data.base.n_classes
+        if tuple(out.shape) != (len(x), n_classes) or not out.is_floating_point():
+            raise InputError(f"{_what(config)} returns {out.dtype} {tuple(out.shape)} for x {tuple(x.shape)}; expected "
+                             f"float logits [{len(x)}, {n_classes}] (one row per record, one column per class)")
+        if config.model.plugin and config.trainer.kind in DP_KINDS:
+            _check_opacus(config, data)
     try:
         return len(query_views(data.base.x[:1], augment=config.audit.augment))
     except InputError as err:
@@ -189,6 +297,7 @@ def check(config: AuditConfig) -> Checked:
 
     plugin = None
     t = config.trainer
+    check_model_kind(config)
     if t.kind in ("blackbox-plugin", "optimizer-plugin"):
         from trainers.plugins import load_optimizer_plugin, plugin_source
 
@@ -202,6 +311,15 @@ def check(config: AuditConfig) -> Checked:
 
         config = resolve_command(config)
         plugin = command_source(config.trainer.command)
+    if config.model.plugin:
+        from trainers.models import load_model_plugin
+        from trainers.plugins import plugin_source
+
+        load_model_plugin(config.model.plugin, config.model.options)
+        model_source = plugin_source(config.model.plugin)
+        # the run directory compares the top-level path and hash on resume: the model's, unless
+        # a trainer plugin is audited too (then it is recorded under "model")
+        plugin = model_source if plugin is None else {**plugin, "model": model_source}
     audit_data = data_stage.build(config)
     check_memory(config, audit_data, check_model(config, audit_data))
     check_accounting(config, audit_data)

@@ -39,6 +39,8 @@ def prepare(config: AuditConfig, *, resume: bool, plugin: dict[str, Any] | None 
     current = config.model_dump(mode="json")
     if plugin is not None:  # where the file lies may change; what it holds may not
         current["plugin"] = {"path": plugin["path"], "sha256": plugin["sha256"]}
+        if isinstance(plugin.get("model"), dict):  # a model.plugin beside a trainer plugin
+            current["plugin"]["model"] = {"path": plugin["model"]["path"], "sha256": plugin["model"]["sha256"]}
     # What may change on resume without changing the audit: where results are logged and
     # where models are trained (any executor gives the same observations).
     volatile = ("mlflow", "gate", "executor")

@@ -42,8 +42,20 @@ def _dp_config(config: AuditConfig):
     )
 
 
+def model_spec(config: AuditConfig):
+    """What ``trainers.models.build_model`` builds: the built-in ``model.name``, or the
+    user's factory (``trainers.models.ModelPlugin``) when ``model.plugin`` is set."""
+    if config.model.plugin:
+        from trainers.models import load_model_plugin
+
+        return load_model_plugin(config.model.plugin, config.model.options)
+    return config.model.name
+
+
 def model_kwargs(config: AuditConfig) -> dict:
     m = config.model
+    if m.plugin:  # the factory's keywords are model.options, bound in model_spec
+        return {}
     if m.name == "mlp":
         return {"widths": tuple(m.widths), "dropout": m.dropout}
     return {}
@@ -66,7 +78,7 @@ def model_trainer(config: AuditConfig, *, transfer=None, queries=()):
         if config.defence.distillation:
             return _distilling_trainer(config, plain, transfer)
         if not t.patience:
-            return observe.plain_trainer(config.model.name, config=plain, **model_kwargs(config))
+            return observe.plain_trainer(model_spec(config), config=plain, **model_kwargs(config))
         return _early_stopping_trainer(config, plain)
     if t.kind == "blackbox-plugin":
         from trainers.plugins import load_blackbox_plugin
@@ -85,7 +97,7 @@ def model_trainer(config: AuditConfig, *, transfer=None, queries=()):
 
         optimizer_class = load_optimizer_plugin(t.plugin)
     return observe.dp_trainer(
-        config.model.name,
+        model_spec(config),
         config=_dp_config(config),
         zoo=t.variant if t.kind == "zoo" else None,
         optimizer_class=optimizer_class,
@@ -107,12 +119,13 @@ def _distilling_trainer(config: AuditConfig, plain, transfer):
 
     if transfer is None or len(transfer) == 0:
         raise InputError("defence.distillation needs transfer records: the training pool has none besides canaries")
-    teacher_trainer = plain_trainer(config.model.name, config=plain, **model_kwargs(config))
+    spec = model_spec(config)
+    teacher_trainer = plain_trainer(spec, config=plain, **model_kwargs(config))
 
     def trainer(train, *, seed: int):
         teacher_seed, init_seed, student_seed = np.random.SeedSequence(seed).generate_state(3, dtype=np.uint64) >> 1
         teacher = teacher_trainer(train, seed=int(teacher_seed))
-        student = build_model(config.model.name, train.in_shape, train.n_classes,
+        student = build_model(spec, train.in_shape, train.n_classes,
                               generator=torch.Generator().manual_seed(int(init_seed)), **model_kwargs(config))
         train_distilled(student, transfer.x, teacher.predict_logits(transfer.x),
                         temperature=config.defence.distill_temperature, config=plain, seed=int(student_seed), train=train)
@@ -131,12 +144,14 @@ def _early_stopping_trainer(config: AuditConfig, plain):
     from trainers.observe import TrainedModel
     from trainers.plain import predict_logits, train_plain
 
+    spec = model_spec(config)
+
     def trainer(train, *, seed: int):
         init_seed, split_seed, train_seed = np.random.SeedSequence(seed).generate_state(3, dtype=np.uint64) >> 1
         order = np.random.default_rng(int(split_seed)).permutation(len(train))
         n_val = max(1, len(train) // 10)
         fit, val = train.subset(order[n_val:]), train.subset(order[:n_val])
-        net = build_model(config.model.name, train.in_shape, train.n_classes,
+        net = build_model(spec, train.in_shape, train.n_classes,
                           generator=torch.Generator().manual_seed(int(init_seed)), **model_kwargs(config))
         train_plain(net, fit, config=plain, seed=int(train_seed), val=val)
         return TrainedModel(lambda x: predict_logits(net, x), float("inf"), 0.0)
@@ -388,11 +403,16 @@ def train_whitebox(config: AuditConfig, data: AuditData, run_dir: Path):
     seeds = np.random.SeedSequence([config.seed, 4]).generate_state(4)
     members = np.random.default_rng(int(seeds[0])).random(m) < 0.5
     net = build_model(
-        config.model.name, data.base.in_shape, data.base.n_classes,
+        model_spec(config), data.base.in_shape, data.base.n_classes,
         generator=torch.Generator().manual_seed(int(seeds[1])), **model_kwargs(config),
     )
     k = config.audit.canary_tensors
-    net.canary_slots = CanarySlots(m, n_tensors=k)
+    if config.model.plugin:  # the user's forward may run every child (nn.Sequential): keep the slots beside it
+        from trainers.models import CanaryHost
+
+        net = CanaryHost(net, CanarySlots(m, n_tensors=k))
+    else:
+        net.canary_slots = CanarySlots(m, n_tensors=k)
     q, _ = sample_rate_and_steps(len(data.base), t.batch_size)
     slots = net.canary_slots.slots
     canaries = (GradientCanaries.dirac(slots[0], sample_rate=q, members=members) if k == 1
