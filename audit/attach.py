@@ -15,9 +15,9 @@ returned and their own training loop; four lines audit that very run::
 What it does. :func:`attach_audit` adds m Dirac gradient canaries
 (:mod:`canaries.gradient`; Steinke, Nasr & Jagielski 2023, Section 7) to the optimizer: a
 zero-initialised canary slot of m coordinates (one per canary) is added to the
-optimizer as one more parameter group (on the device and in the dtype of the model's
-parameters; never part of the model, so the model, its ``state_dict`` and its forward pass
-are unchanged), each canary is included with probability 1/2, and an included canary is
+optimizer as one more parameter group (trainable, on the device and in the dtype of the
+optimizer's first trainable parameter: with a LoRA fine-tune, the adapters'; never part of
+the model, so the model, its ``state_dict`` and its forward pass are unchanged), each canary is included with probability 1/2, and an included canary is
 inserted as one more per-sample gradient row (norm 1000 C, before clipping) at each
 logical step with the Poisson rate q of the real records. Every step's release (the change
 of the slot between iterates) is read back. :meth:`AttachedAudit.finish` reads the claim
@@ -124,7 +124,9 @@ def attach_audit(optimizer, *, canaries: int = 1000, seed: int = 0, sample_rate:
     Args:
       optimizer: the ``DPOptimizer`` that ``make_private`` returned (flat clipping,
         ``grad_sample_mode`` "hooks", "functorch" or "ew"; not ghost clipping, which has no
-        per-sample gradient rows). Its class is swapped for a canary-carrying subclass
+        per-sample gradient rows), for any model Opacus supports, a Hugging Face
+        ``transformers`` model with ``peft`` LoRA adapters included (frozen parameters,
+        handed to the optimizer or not, take no part). Its class is swapped for a canary-carrying subclass
         (:func:`canaries.gradient.with_canaries`), keeping its state; a user's own
         ``DPOptimizer`` subclass is audited as it is.
       canaries: m >= 2; each is included with probability 1/2 (the one-run design), the
@@ -161,6 +163,8 @@ def attach_audit(optimizer, *, canaries: int = 1000, seed: int = 0, sample_rate:
     if members.all() or not members.any():  # only likely for a handful of canaries
         raise InputError(f"canaries={m}: with seed={seed} the one-run design includes {'every' if members.all() else 'no'} "
                          "canary, leaving nothing to compare; expected more canaries (hundreds for a useful audit)")
+    # DPOptimizer.params holds the trainable parameters only: frozen ones (a LoRA fine-tune's
+    # base model) get no per-sample gradient and no canary row, and never set the slot's dtype.
     ref = params[0]
     slot = CanarySlots(m, dtype=ref.dtype).to(ref.device).slots[0]
     slot.canary_slot = True  # kept even where Module.to makes new Parameter objects

@@ -15,6 +15,11 @@ digits, 8x8 images, 10 classes; delta = 1e-5, Opacus' prv accountant):
   canaries: claimed epsilon 3.41. Noise divided by the batch twice leaves sigma / 4 = 0.5;
   a large batch would leave sigma / B, near the effective-noise floor of 0.1 whose
   effective epsilon takes dp_accounting tens of seconds to compute.
+
+The LoRA tests fine-tune a Hugging Face ``transformers`` Llama classifier built from a
+config (random weights, nothing downloaded) with ``peft`` LoRA adapters on synthetic token
+ids, in the CORRECT design; their readings must equal across per-sample modes and whether
+or not the frozen parameters are handed to the optimizer.
 """
 
 from __future__ import annotations
@@ -202,6 +207,118 @@ def test_batch_memory_manager_with_a_smaller_physical_batch(digits, finished):
     run, result, *_, engine = user_script(digits, physical_batch=8, **CORRECT)
     _assert_correct(run, result, engine)
     np.testing.assert_allclose(run.observations.readings, finished[0].observations.readings, rtol=1e-4, atol=1e-4)
+
+
+# ---------------------------------------------------------------- a Hugging Face transformer fine-tuned with LoRA
+
+
+def token_data(n=1512, seed=0):
+    """Synthetic token ids: 16 random tokens 3..63 and one marker, 1 or 2, that gives the class."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(3, 64, (n, 16), generator=g)
+    y = torch.randint(0, 2, (n,), generator=g)
+    x[torch.arange(n), torch.randint(0, 16, (n,), generator=g)] = 1 + y
+    return x, y
+
+
+class Logits(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids):
+        return self.model(input_ids=input_ids).logits
+
+
+def lora_llama(base_dtype=torch.float32):
+    """A transformers Llama classifier from a config (random weights, nothing downloaded), peft
+    LoRA rank 4 on q_proj and v_proj; the head stays trainable, the rest is frozen. peft keeps
+    the adapters in float32 over a bfloat16 or float16 base model."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=16, num_labels=2,
+                         pad_token_id=0)
+    lora = LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"])
+    return Logits(get_peft_model(LlamaForSequenceClassification(config).to(base_dtype), lora))
+
+
+def lora_script(tokens, *, seed=0, mode="hooks", dtype=None, base_dtype=torch.float32, n=512, batch_size=32,
+                sigma=1.0, epochs=4, canaries=1000, all_params=False):
+    """A user's LoRA fine-tune: the optimizer gets the trainable parameters (or, ``all_params``,
+    every parameter, the frozen ones included, as some scripts do)."""
+    x, y = tokens
+    torch.manual_seed(seed)
+    net = lora_llama(base_dtype)
+    if dtype is not None:
+        net = net.to(dtype)
+    params = list(net.parameters()) if all_params else [p for p in net.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=1.0)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x[:n], y[:n]), batch_size=batch_size,
+                                         generator=torch.Generator().manual_seed(seed))
+    engine = PrivacyEngine(accountant="prv")
+    net, optimizer, loader = engine.make_private(
+        module=net, optimizer=optimizer, data_loader=loader, noise_multiplier=sigma, max_grad_norm=1.0,
+        grad_sample_mode=mode, noise_generator=torch.Generator().manual_seed(seed + 1000))
+    run = attach_audit(optimizer, canaries=canaries, seed=seed)
+    train_loop(net, optimizer, loader, epochs)
+    optimizer.zero_grad()
+    acc = accuracy(net, x[TEST:], y[TEST:])
+    return run, run.finish(accountant=engine.accountant, delta=DELTA, test_accuracy=acc), net, optimizer, engine
+
+
+@pytest.fixture(scope="module")
+def tokens():
+    return token_data()
+
+
+@pytest.fixture(scope="module")
+def lora_finished(tokens):
+    return lora_script(tokens, **CORRECT)
+
+
+@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing")
+def test_lora_transformer_is_audited_in_place(lora_finished):
+    run, result, model, optimizer, engine = lora_finished
+    _assert_correct(run, result, engine)
+    assert result.verdict == "NO VIOLATION DETECTED" and result.report["utility"]["test_accuracy"] > 0.7
+    frozen = [p for p in model.parameters() if not p.requires_grad]
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert frozen and all(p.grad is None and getattr(p, "grad_sample", None) is None for p in frozen)
+    assert trainable and all("lora_" in name or "score" in name for name in trainable)
+    slot = run.canaries.coordinates[0].param
+    assert slot.requires_grad and slot.dtype == torch.float32 and slot.device == next(iter(optimizer.params)).device
+    assert not any("canary" in k for k in model.state_dict()) and len(optimizer.param_groups) == 1
+
+
+@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing")
+@pytest.mark.parametrize("mode", ["functorch", "ew"])
+def test_lora_per_sample_modes_read_the_same_canaries(tokens, lora_finished, mode):
+    run, result, *_, engine = lora_script(tokens, mode=mode, **CORRECT)
+    np.testing.assert_allclose(run.observations.readings, lora_finished[0].observations.readings, rtol=1e-4, atol=1e-4)
+    _assert_correct(run, result, engine)
+
+
+@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing")
+def test_lora_with_frozen_parameters_in_the_optimizer_and_float64(tokens, lora_finished):
+    """Frozen parameters handed to the optimizer get no per-sample gradient and no canary
+    row; the slot follows the adapters' dtype (float64 here)."""
+    run, result, *_, engine = lora_script(tokens, all_params=True, **CORRECT)
+    np.testing.assert_allclose(run.observations.readings, lora_finished[0].observations.readings, rtol=1e-4, atol=1e-4)
+    run, result, *_, engine = lora_script(tokens, dtype=torch.float64, **dict(CORRECT, epochs=1, canaries=200))
+    assert run.canaries.coordinates[0].param.dtype == torch.float64 and run.steps == 16
+    assert 0.8 < result.effective_noise_multiplier < 1.2
+
+
+@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing")
+def test_lora_over_a_bfloat16_base_model(tokens):
+    """A bfloat16 base with float32 adapters and a bfloat16 head (mixed trainable dtypes): the
+    slot takes the optimizer's first trainable parameter's dtype (an adapter's, float32)."""
+    run, result, model, *_ = lora_script(tokens, base_dtype=torch.bfloat16, **dict(CORRECT, epochs=2))
+    dtypes = {p.dtype for p in model.parameters() if p.requires_grad}
+    assert dtypes == {torch.float32, torch.bfloat16} and run.canaries.coordinates[0].param.dtype == torch.float32
+    assert result.verdict == "NO VIOLATION DETECTED" and 0.95 < result.effective_noise_multiplier < 1.05
 
 
 # ---------------------------------------------------------------- bugs in the user's code
