@@ -38,6 +38,7 @@ from typing import Callable
 import numpy as np
 
 from audit.atomic import atomic_open
+from experiments.third_party import decide
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DELTA = 1e-5
@@ -114,14 +115,6 @@ def choose_test(pilot0: dict[str, np.ndarray], pilot1: dict[str, np.ndarray]) ->
                 if value > best.pilot_bound:
                     best = Test(name, sign, float(t), value)
     return best
-
-
-def decide(bound: float, ceiling: float, claimed: float) -> str:
-    if bound > claimed:
-        return "VIOLATION"
-    if ceiling <= claimed:
-        return "INCONCLUSIVE"
-    return "NO VIOLATION DETECTED"
 
 
 def count_row(test: Test, final0: dict[str, np.ndarray], final1: dict[str, np.ndarray], claimed: float) -> dict:
