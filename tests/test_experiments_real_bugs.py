@@ -26,8 +26,20 @@ def test_quick_run_writes_the_table(tmp_path):
     # bugs whose leak is far above the claim even with the quick run's few runs
     assert {"opacus-813", "shuffle-as-poisson"} <= caught
     assert any(r["bug"] == "opacus-571" and "installed Opacus" in r["implementation"] for r in rows)
-    assert "data-pipeline canaries" in text and "pending" in text
+    assert "data-pipeline canaries" in text and "pending" not in text and "not applicable" in text
     assert "python -m experiments.real_bugs --quick" in text
+
+
+def test_the_data_pipeline_column_counts_the_saved_runs(tmp_path):
+    """The column is read from pipeline_canaries' saved runs, one flag count per claimed epsilon."""
+    runs = [{"variant": "weighted", "claimed_epsilon": 1.0, "verdict": v} for v in ("VIOLATION", "NO VIOLATION DETECTED")]
+    runs += [{"variant": "shuffled", "claimed_epsilon": 2.0, "verdict": "NO VIOLATION DETECTED"}]
+    (tmp_path / "pipeline_canaries.json").write_text(json.dumps({"design": {"canaries": 50}, "rows": runs}))
+    cells = rb.pipeline_canary_cells(tmp_path)
+    assert cells["opacus-813"].startswith("**caught** in one run") and "m = 50: ε 1: 1/2" in cells["opacus-813"]
+    assert cells["shuffle-as-poisson"].startswith("not caught in one run") and "ε 2: 0/1" in cells["shuffle-as-poisson"]
+    assert cells["opacus-571"].startswith("not run")
+    assert rb.pipeline_canary_cells(tmp_path / "empty")["opacus-813"].startswith("not run yet")
 
 
 def test_choose_test_is_sound_on_identical_worlds():
