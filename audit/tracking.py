@@ -137,12 +137,14 @@ def metric_key(name: str) -> str:
 
     Characters other than ASCII letters, digits, ``_ . - /`` and space become ``_``; empty,
     ``.`` and ``..`` path segments (which MLflow rejects as non-unique paths) are dropped or become
-    ``_``; the result is cut to 250 characters.
+    ``_``, as does a leading ``..`` (``..0`` becomes ``_0``); the result is cut to 250 characters.
     """
     cleaned = _BAD_KEY_CHARS.sub("_", str(name))
     segments = [s if s not in (".", "..") else "_" for s in cleaned.split("/") if s]
     key = "/".join(segments)[:MAX_KEY_LENGTH].rstrip("/") or "_"
-    return key if key not in (".", "..") else "_"
+    if key.startswith(".."):  # MLflow refuses any name that normalises to a path starting with ".."
+        key = "_" + key[2:]
+    return key if key not in (".", "") else "_"
 
 
 def params_from_config(config: Mapping[str, Any] | None) -> dict[str, str]:
