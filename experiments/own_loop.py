@@ -132,18 +132,21 @@ class Logits(nn.Module):
         return self.model(input_ids=input_ids).logits
 
 
-def lora_transformer() -> nn.Module:
-    """A Llama sequence classifier from a config (random weights), LoRA rank 4 on q_proj and v_proj."""
+def lora_transformer(*, hidden: int = 64, base_dtype: torch.dtype = torch.float32) -> nn.Module:
+    """A Llama sequence classifier from a config (random weights, nothing downloaded), width
+    ``hidden``, its weights in ``base_dtype``; LoRA rank 4 on q_proj and v_proj (the head stays
+    trainable, the rest is frozen; peft keeps the adapters in float32 over a bfloat16 or
+    float16 base model)."""
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForSequenceClassification
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
-    config = LlamaConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+    config = LlamaConfig(vocab_size=VOCAB, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
                          num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=LENGTH, num_labels=2,
                          pad_token_id=0)
     lora = LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"])
-    return Logits(get_peft_model(LlamaForSequenceClassification(config), lora))
+    return Logits(get_peft_model(LlamaForSequenceClassification(config).to(base_dtype), lora))
 
 
 def build_model(family: str) -> nn.Module:

@@ -39,6 +39,7 @@ from torch import nn
 
 from audit import attach_audit
 from audit.errors import InputError
+from experiments.own_loop import SmallCNN, accuracy, lora_transformer, token_data  # the user's models and data
 
 DELTA = 1e-5
 TEST = 1000  # digits[1000:] (797 images) is the test set; training uses the first n <= 1000
@@ -69,18 +70,6 @@ def digits():
 
 
 # ---------------------------------------------------------------- the user's models
-
-
-class SmallCNN(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(1, 8, 3, padding=1)
-        self.norm = nn.GroupNorm(2, 8)
-        self.out = nn.Linear(8 * 4 * 4, 10)
-
-    def forward(self, x):
-        x = torch.relu(self.norm(self.conv(x.view(-1, 1, 8, 8))))
-        return self.out(nn.functional.max_pool2d(x, 2).flatten(1))
 
 
 class SmallTransformer(nn.Module):
@@ -150,12 +139,6 @@ def user_script(data, *, model="mlp", seed=0, n=512, batch_size=32, sigma=1.0, e
     return run, result, net, optimizer, privacy_engine
 
 
-def accuracy(model, x, y):
-    model.eval()
-    with torch.no_grad():
-        return float((model(x).argmax(dim=1) == y).float().mean())
-
-
 @pytest.fixture(scope="module")
 def finished(digits):
     """One correct run, audited and finished (MLP, CORRECT design, seed 0)."""
@@ -212,45 +195,13 @@ def test_batch_memory_manager_with_a_smaller_physical_batch(digits, finished):
 # ---------------------------------------------------------------- a Hugging Face transformer fine-tuned with LoRA
 
 
-def token_data(n=1512, seed=0):
-    """Synthetic token ids: 16 random tokens 3..63 and one marker, 1 or 2, that gives the class."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randint(3, 64, (n, 16), generator=g)
-    y = torch.randint(0, 2, (n,), generator=g)
-    x[torch.arange(n), torch.randint(0, 16, (n,), generator=g)] = 1 + y
-    return x, y
-
-
-class Logits(nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids):
-        return self.model(input_ids=input_ids).logits
-
-
-def lora_llama(base_dtype=torch.float32):
-    """A transformers Llama classifier from a config (random weights, nothing downloaded), peft
-    LoRA rank 4 on q_proj and v_proj; the head stays trainable, the rest is frozen. peft keeps
-    the adapters in float32 over a bfloat16 or float16 base model."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import LlamaConfig, LlamaForSequenceClassification
-
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=16, num_labels=2,
-                         pad_token_id=0)
-    lora = LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"])
-    return Logits(get_peft_model(LlamaForSequenceClassification(config).to(base_dtype), lora))
-
-
 def lora_script(tokens, *, seed=0, mode="hooks", dtype=None, base_dtype=torch.float32, n=512, batch_size=32,
                 sigma=1.0, epochs=4, canaries=1000, all_params=False):
     """A user's LoRA fine-tune: the optimizer gets the trainable parameters (or, ``all_params``,
     every parameter, the frozen ones included, as some scripts do)."""
     x, y = tokens
     torch.manual_seed(seed)
-    net = lora_llama(base_dtype)
+    net = lora_transformer(hidden=32, base_dtype=base_dtype)
     if dtype is not None:
         net = net.to(dtype)
     params = list(net.parameters()) if all_params else [p for p in net.parameters() if p.requires_grad]
@@ -270,7 +221,7 @@ def lora_script(tokens, *, seed=0, mode="hooks", dtype=None, base_dtype=torch.fl
 
 @pytest.fixture(scope="module")
 def tokens():
-    return token_data()
+    return token_data(n=1512)
 
 
 @pytest.fixture(scope="module")
