@@ -24,8 +24,6 @@ or not the frozen parameters are handed to the optimizer.
 
 from __future__ import annotations
 
-import types
-
 import numpy as np
 import pytest
 import torch
@@ -39,7 +37,8 @@ from torch import nn
 
 from audit import attach_audit
 from audit.errors import InputError
-from experiments.own_loop import SmallCNN, accuracy, lora_transformer, token_data  # the user's models and data
+from experiments.own_loop import (  # the user's models, data and planted bugs
+    SmallCNN, accuracy, half_noise, lora_transformer, token_data)
 
 DELTA = 1e-5
 TEST = 1000  # digits[1000:] (797 images) is the test set; training uses the first n <= 1000
@@ -303,18 +302,6 @@ def own_optimizer_script(data, *, seed=0, n=512, batch_size=32, sigma=1.0, epoch
     return run, run.finish(accountant=privacy_engine.accountant, delta=DELTA)
 
 
-def halve_the_noise(optimizer):
-    """The user patches add_noise with a sensitivity of C / 2 (noise std sigma C / 2)."""
-    def add_noise(self):
-        for p in self.params:
-            noise = _generate_noise(std=0.5 * self.noise_multiplier * self.max_grad_norm, reference=p.summed_grad,
-                                    generator=self.generator)
-            p.grad = (p.summed_grad + noise).view_as(p)
-            _mark_as_processed(p.summed_grad)
-
-    optimizer.add_noise = types.MethodType(add_noise, optimizer)
-
-
 class NoiseDividedByBatchTwice(DPOptimizer):
     def add_noise(self):
         for p in self.params:
@@ -334,7 +321,7 @@ def test_missing_clipping_in_the_users_optimizer_is_a_violation(digits):
     assert type(run.optimizer) is ForgetsToClipDPOptimizer  # restored after finish
 
 
-@pytest.mark.parametrize("patch, design, sigma_eff", [(halve_the_noise, HALF_NOISE, 0.5),
+@pytest.mark.parametrize("patch, design, sigma_eff", [(half_noise, HALF_NOISE, 0.5),
                                                       (divide_noise_twice, TWICE, 0.5)])
 def test_noise_bugs_in_the_users_optimizer_are_violations(digits, patch, design, sigma_eff):
     run, result, _, optimizer, engine = user_script(digits, patch=patch, **design)
