@@ -247,7 +247,7 @@ class AuditResult:
     report: dict
 
 
-def _claim_from_history(accountant) -> tuple[float, float, int]:
+def claim_from_history(accountant) -> tuple[float, float, int]:
     """The (sigma, q, T) of an accountant whose history holds one (sigma, q)."""
     history = list(getattr(accountant, "history", None) or [])
     pairs = {(float(s), float(q)) for s, q, _ in history}
@@ -366,7 +366,7 @@ class AttachedAudit:
         if steps_seen == 0:
             raise InputError("finish() before any optimizer step: expected at least one optimizer.step() after "
                              "attach_audit")
-        sigma, q_acc, steps = _claim_from_history(accountant)
+        sigma, q_acc, steps = claim_from_history(accountant)
         _check_accounting(accountant, sigma, q_acc, steps, delta)
         if steps < steps_seen:
             raise InputError(f"accountant: its history holds {steps} steps but the optimizer took {steps_seen} since "

@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from audit.errors import InputError
 from canaries import records as rec
 
-VIOLATION, PASS, INCONCLUSIVE = "VIOLATION", "NO VIOLATION DETECTED", "INCONCLUSIVE"
+PASS = "NO VIOLATION DETECTED"
 
 
 class CanaryRecordDataset(torch.utils.data.Dataset):
@@ -119,19 +119,6 @@ class RecordAuditResult:
     @property
     def exit_code(self) -> int:
         return 0 if self.verdict == PASS else 1
-
-
-def claim_from_accountant(accountant) -> tuple[float, float, int]:
-    """(sigma, q, T) of an Opacus accountant whose history holds one (sigma, q)."""
-    history = list(getattr(accountant, "history", None) or [])
-    if not history:
-        raise InputError("accountant: its history is empty; expected the accountant that recorded the training")
-    pairs = {(float(s), float(q)) for s, q, _ in history}
-    if len(pairs) > 1:
-        raise InputError(f"accountant history with {len(pairs)} different (noise multiplier, sample rate) pairs: "
-                         "not supported; expected one (sigma, q)")
-    (sigma, q), = pairs
-    return sigma, q, int(sum(int(t) for _, _, t in history))
 
 
 class RecordAudit:
@@ -259,7 +246,9 @@ class RecordAudit:
         if (accountant is None) == (claim is None):
             raise InputError("finish: expected exactly one of accountant= or claim=(sigma, q, T)")
         if accountant is not None:
-            claim = claim_from_accountant(accountant)
+            from audit.attach import claim_from_history
+
+            claim = claim_from_history(accountant)
         sigma, q, steps = float(claim[0]), float(claim[1]), int(claim[2])
         readings = self.readings
         if statistics is None:
@@ -295,6 +284,7 @@ def analyse(readings: rec.RecordReadings, *, sigma: float, sample_rate: float, s
 
     Each statistic gets a one-run bound and a claimed-curve test, each at level
     ``(1 - confidence) / (2 * len(statistics))`` (Bonferroni over all deciding tests)."""
+    from audit.pipeline.verdict import dp_verdict
     from audit.stats import claim_test_one_run, dpsgd_curve, epsilon_one_run_from_scores
     from audit.stats.effective_noise import effective_noise_one_run
     from audit.stats.roc import auc
@@ -309,7 +299,8 @@ def analyse(readings: rec.RecordReadings, *, sigma: float, sample_rate: float, s
     curve = dpsgd_curve(sigma, sample_rate, steps)
     per: dict[str, Any] = {}
     flagged: list[str] = []
-    best_bound, power, min_p, testable = 0.0, 0.0, 1.0, False
+    bound_rows, test_rows = [], []
+    best_bound, power, min_p = 0.0, 0.0, 1.0
     for name in statistics:
         sc = rec.scores(readings, name, sample_rate=sample_rate, noise_multiplier=sigma,
                         steps_per_epoch=steps_per_epoch)
@@ -318,10 +309,11 @@ def analyse(readings: rec.RecordReadings, *, sigma: float, sample_rate: float, s
         per[name] = {"bound": bound.value, "power": bound.details["power"], "claim_p_value": test.p_value,
                      "claim_rejected": test.rejected, "testable": test.testable,
                      "auc": float(auc(sc, members))}
+        bound_rows.append({"name": f"one-run/{name}", **bound.to_dict()})
+        test_rows.append({"name": f"claim-test/{name}", **test.to_dict()})
         best_bound = max(best_bound, bound.value)
         power = max(power, bound.details["power"])
         min_p = min(min_p, test.p_value)
-        testable = testable or test.testable
         if bound.value > claimed:
             flagged.append(f"{name}: bound {bound.value:.3g} > claimed {claimed:.3g}")
         if test.rejected:
@@ -334,13 +326,10 @@ def analyse(readings: rec.RecordReadings, *, sigma: float, sample_rate: float, s
                                       delta=delta, confidence=confidence, readings=readings.projections,
                                       max_grad_norm=readings.max_grad_norm)
         eff_eps, eff_sigma = float(eff.epsilon), eff.noise_multiplier
-    claim_rejected = any("curve rejected" in f for f in flagged)
-    if flagged:
-        verdict = VIOLATION
-    elif power <= claimed and not testable:
-        verdict = INCONCLUSIVE
-    else:
-        verdict = PASS
+    claim_rejected = any(t["rejected"] for t in test_rows)
+    # the rules of dpaudit run: an infinite claim, or a design that could neither exceed the
+    # claim nor reject its curve, is INCONCLUSIVE
+    verdict = dp_verdict(bound_rows, claimed, confidence, claim_tests=test_rows)["decision"]
     return RecordAuditResult(
         verdict=verdict, epsilon_lower_bound=float(best_bound), claimed_epsilon=claimed, delta=float(delta),
         confidence=float(confidence), power=float(power), claim_p_value=float(min(1.0, min_p * n_tests)),

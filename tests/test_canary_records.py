@@ -160,6 +160,25 @@ def test_soundness_simulated_correct_poisson_never_exceeds_claim():
     assert bug.verdict == "VIOLATION" and bug.claim_rejected
 
 
+def test_an_infinite_claim_is_inconclusive_not_a_pass():
+    """The rules of dpaudit run: an accountant that states epsilon = inf cannot be contradicted,
+    even where the design could reject the curve of its (sigma, q, T)."""
+    q, steps, sigma = 0.05, 100, 0.9
+    readings = _simulate_correct(np.random.default_rng(7), 1000, steps, q, sigma)
+
+    class InfiniteClaim:
+        history = [(sigma, q, steps)]
+
+        def get_epsilon(self, delta):
+            return float("inf")
+
+    res = analyse(readings, sigma=sigma, sample_rate=q, steps=steps, delta=1e-5, effective=False,
+                  accountant=InfiniteClaim())
+    assert res.verdict == "INCONCLUSIVE" and res.exit_code == 1
+    finite = analyse(readings, sigma=sigma, sample_rate=q, steps=steps, delta=1e-5, effective=False)
+    assert finite.verdict == "NO VIOLATION DETECTED"  # the same readings against the finite claim pass
+
+
 def test_refusals():
     audit = RecordAudit(n_features=3, n_classes=2, canaries=4, seed=0)
     model = nn.Linear(audit.width, 2)
