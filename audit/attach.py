@@ -418,6 +418,7 @@ class AttachedAudit:
         groups[:] = [g for g in groups if not any(p is self._slot for p in g["params"])]
         opt.original_optimizer.state.pop(self._slot, None)
         vars(opt).pop("_canary_buffers", None)  # the padded per-sample gradients kept across steps
+        opt._canary_unreserve()  # Opacus' hooks allocate per-sample gradients as before
         opt.__class__ = self._original_class
         vars(opt).update(self._patches)
 

@@ -85,6 +85,7 @@ from opacus.optimizers.optimizer_fast_gradient_clipping import DPOptimizerFastGr
 from torch import nn
 
 from audit.errors import InputError
+from canaries import reserved_rows
 from canaries.iterate_scores import all_iterates, likelihood_ratio
 
 DEFAULT_NORM_FACTOR = 1000.0
@@ -326,14 +327,16 @@ def _project(canaries: GradientCanaries, tensors: dict[int, torch.Tensor]) -> np
 class CanaryDPOptimizerMixin:
     """Adds gradient canaries to a :class:`opacus.optimizers.DPOptimizer` (or any subclass).
 
-    Before the base ``pre_step`` (so before clipping), each present canary is appended as
-    one more row of ``p.grad_sample`` on every parameter (zero outside its coordinates);
-    the reading is taken from the released step (see the module's "Observations").
-    The padded per-sample gradients are written into buffers kept across steps
-    (``_canary_buffers``, one per parameter, released by ``attach_audit``'s ``finish``): the
-    values are those ``torch.cat`` would give, without mapping fresh memory at every step.
-    The copy of every real parameter's per-sample gradient that padding takes is the audit's
-    main cost per step; the user's own clipping must see the canary rows on every parameter.
+    Before the base ``pre_step`` (so before clipping), each present canary is one more row
+    of ``p.grad_sample`` on every parameter (zero outside its coordinates); the user's own
+    clipping must see the canary rows on every parameter. The reading is taken from the
+    released step (see the module's "Observations"). Where Opacus' hooks computed the
+    per-sample gradients, the rows were reserved when they were allocated
+    (:mod:`canaries.reserved_rows`: the presence of the step's canaries is drawn just
+    before its backward pass) and only the canary values are written. Otherwise ("ew"
+    mode, accumulated per-sample gradients) the real rows are copied into buffers kept
+    across steps (``_canary_buffers``, one per parameter, released by ``attach_audit``'s
+    ``finish``), with the values ``torch.cat`` would give.
     With virtual steps (``signal_skip_step``), canaries are inserted once per logical step,
     in its last physical batch. Use :func:`with_canaries` to attach one.
 
@@ -351,6 +354,8 @@ class CanaryDPOptimizerMixin:
     _canary_release: dict | None
     _canary_sources: set
     _canary_buffers: dict
+    _canary_plan: torch.Tensor | None
+    _canary_reserved: list
 
     def _canary_setup(self, canaries: GradientCanaries, generator: torch.Generator) -> None:
         self._canaries = canaries
@@ -362,7 +367,31 @@ class CanaryDPOptimizerMixin:
         self._canary_release = None
         self._canary_sources = set()
         self._canary_buffers = {}
+        self._canary_plan = None
+        self._canary_reserved = [p for p in self.params if not getattr(p, "canary_slot", False)]
+        reserved_rows.reserve(self, self._canary_reserved)
         self._canary_initial = _project(canaries, {id(c.param): c.param.detach().clone() for c in canaries.coordinates})
+
+    def _canary_draw(self) -> torch.Tensor:
+        """bool[canaries]: which included canaries are present at this logical step."""
+        canaries = self._canaries
+        present = torch.rand(canaries.n_canaries, generator=self._canary_generator) < canaries.sample_rate
+        return present & torch.as_tensor(canaries.members)
+
+    def _canary_planned_rows(self) -> int:
+        """Canary rows the coming backward pass should reserve: the number of canaries present
+        at this logical step if its batch is the last physical one, else 0. Draws the
+        presence once per logical step, in the order ``_insert_canaries`` would."""
+        if self._check_skip_next_step(pop_next=False):
+            return 0
+        if self._canary_plan is None:
+            self._canary_plan = self._canary_draw()
+        return int(self._canary_plan.sum())
+
+    def _canary_unreserve(self) -> None:
+        """Stop reserving canary rows in Opacus' hooks (the canaries are being detached)."""
+        reserved_rows.release(self, getattr(self, "_canary_reserved", ()))
+        self._canary_reserved = []
 
     def _canary_params(self) -> dict[int, nn.Parameter]:
         return {id(c.param): c.param for c in self._canaries.coordinates}
@@ -426,7 +455,11 @@ class CanaryDPOptimizerMixin:
         slots = {id(p) for p in self.params if getattr(p, "canary_slot", False)}
         targets = slots | {id(c.param) for c in canaries.coordinates}
         real = [p for p in self.params if getattr(p, "grad_sample", None) is not None and id(p) not in slots]
-        batch = _latest(real[0].grad_sample).shape[0] if real else 0
+        if real:
+            first = _latest(real[0].grad_sample)
+            batch = first.shape[0] - reserved_rows.reserved_rows(first)
+        else:
+            batch = 0
         filled = set()  # parameters whose all-zero per-sample gradients are filled in here, not by Opacus
         for p in self.params:
             if id(p) in targets and getattr(p, "grad_sample", None) is None:
@@ -434,7 +467,7 @@ class CanaryDPOptimizerMixin:
         for c in canaries.coordinates:
             if id(c.param) in filled:
                 continue  # zeros written here: no real gradient to check
-            g = _latest(c.param.grad_sample).reshape(batch, c.param.numel())[:, c.index.to(c.param.device)]
+            g = _latest(c.param.grad_sample)[:batch].reshape(batch, c.param.numel())[:, c.index.to(c.param.device)]
             if g.numel() and bool((g != 0).any()):
                 raise InputError(
                     "real per-sample gradients touch canary coordinates: expected coordinates no real gradient uses "
@@ -443,8 +476,8 @@ class CanaryDPOptimizerMixin:
         last = not self._check_skip_next_step(pop_next=False)  # the last physical batch of this logical step
         present = None
         if last:
-            present = torch.rand(canaries.n_canaries, generator=self._canary_generator) < canaries.sample_rate
-            present &= torch.as_tensor(canaries.members)
+            present = self._canary_plan if self._canary_plan is not None else self._canary_draw()
+            self._canary_plan = None
             self._canary_presence.append(present.numpy().copy())
             self._canary_pending = True
         ids = torch.nonzero(present).reshape(-1) if present is not None else torch.zeros(0, dtype=torch.long)
@@ -452,6 +485,11 @@ class CanaryDPOptimizerMixin:
         for p in self.params:
             if id(p) in filled:  # all-zero rows, plus the canary rows when canaries are present
                 p.grad_sample = self._canary_buffer(p, batch + k, p.detach()).zero_()
+            elif getattr(p, "grad_sample", None) is not None:
+                latest = _latest(p.grad_sample)
+                extra = reserved_rows.reserved_rows(latest)
+                if extra and extra != k:  # rows reserved for another draw: keep only the real ones
+                    _set_latest(p, latest[: latest.shape[0] - extra])
         if k == 0:
             return
         row_of = torch.full((canaries.n_canaries,), -1, dtype=torch.long)
@@ -463,10 +501,10 @@ class CanaryDPOptimizerMixin:
         for p in self.params:
             if getattr(p, "grad_sample", None) is None:
                 continue  # Opacus reports the missing per-sample gradient itself
-            if id(p) in filled:
-                padded = p.grad_sample  # its canary rows are already zero
+            latest = p.grad_sample if id(p) in filled else _latest(p.grad_sample)
+            if id(p) in filled or reserved_rows.reserved_rows(latest) == k:
+                padded = latest  # its canary rows are already there, all zero
             else:  # the real rows, then k zero rows; values as torch.cat([latest, zeros]) gives them
-                latest = _latest(p.grad_sample)
                 padded = self._canary_buffer(p, batch + k, latest)
                 padded[:batch].copy_(latest)
                 padded[batch:].zero_()
