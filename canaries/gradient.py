@@ -315,13 +315,30 @@ def _set_latest(p: nn.Parameter, value: torch.Tensor) -> None:
         p.grad_sample = value
 
 
-def _project(canaries: GradientCanaries, tensors: dict[int, torch.Tensor]) -> np.ndarray:
-    """``<tensor, u_i>`` for each canary i; ``tensors`` maps id(param) to a tensor shaped like it."""
-    out = torch.zeros(canaries.n_canaries, dtype=torch.float64)
+def _gather(canaries: GradientCanaries, tensors: dict[int, torch.Tensor]) -> list[torch.Tensor]:
+    """The values of each coordinate set's coordinates (copies, on the tensors' device and in
+    their dtype); ``tensors`` maps id(param) to a tensor shaped like it."""
+    out = []
     for c in canaries.coordinates:
-        values = tensors[id(c.param)].detach().reshape(-1)[c.index.to(tensors[id(c.param)].device)]
-        out.index_add_(0, c.canary, values.double().cpu() * c.weight)
-    return out.numpy()
+        t = tensors[id(c.param)].detach()
+        out.append(t.reshape(-1)[c.index if t.device.type == "cpu" else c.index.to(t.device)])
+    return out
+
+
+def _combine(canaries: GradientCanaries, values: Sequence) -> np.ndarray:
+    """``<., u_i>`` for each canary i from :func:`_gather`'s values (float64 arrays or tensors):
+    summed over the canary's coordinate sets in their order (``np.bincount`` per set)."""
+    out = np.zeros(canaries.n_canaries)
+    for c, v in zip(canaries.coordinates, values):
+        if isinstance(v, torch.Tensor):
+            v = v.to(torch.float64).cpu().numpy()
+        out += np.bincount(c.canary.numpy(), weights=v * c.weight.numpy(), minlength=out.size)
+    return out
+
+
+def _project(canaries: GradientCanaries, tensors: dict[int, torch.Tensor]) -> np.ndarray:
+    """``<tensor, u_i>`` for each canary i, in float64; ``tensors`` maps id(param) to a tensor shaped like it."""
+    return _combine(canaries, _gather(canaries, tensors))
 
 
 class CanaryDPOptimizerMixin:
@@ -355,6 +372,9 @@ class CanaryDPOptimizerMixin:
     _canary_sources: set
     _canary_buffers: dict
     _canary_plan: torch.Tensor | None
+    _canary_plan_rows: int
+    _canary_by_param: dict
+    _canary_param_map: dict
     _canary_reserved: list
 
     def _canary_setup(self, canaries: GradientCanaries, generator: torch.Generator) -> None:
@@ -368,6 +388,11 @@ class CanaryDPOptimizerMixin:
         self._canary_sources = set()
         self._canary_buffers = {}
         self._canary_plan = None
+        self._canary_plan_rows = 0
+        self._canary_by_param = {}
+        for c in canaries.coordinates:
+            self._canary_by_param.setdefault(id(c.param), []).append(c)
+        self._canary_param_map = {id(c.param): c.param for c in canaries.coordinates}
         self._canary_reserved = [p for p in self.params if not getattr(p, "canary_slot", False)]
         reserved_rows.reserve(self, self._canary_reserved)
         self._canary_initial = _project(canaries, {id(c.param): c.param.detach().clone() for c in canaries.coordinates})
@@ -382,11 +407,14 @@ class CanaryDPOptimizerMixin:
         """Canary rows the coming backward pass should reserve: the number of canaries present
         at this logical step if its batch is the last physical one, else 0. Draws the
         presence once per logical step, in the order ``_insert_canaries`` would."""
+        if self._canary_plan is not None:  # drawn on this step's last physical batch, not yet used
+            return self._canary_plan_rows
         if self._check_skip_next_step(pop_next=False):
             return 0
         if self._canary_plan is None:
             self._canary_plan = self._canary_draw()
-        return int(self._canary_plan.sum())
+            self._canary_plan_rows = int(self._canary_plan.sum())
+        return self._canary_plan_rows
 
     def _canary_unreserve(self) -> None:
         """Stop reserving canary rows in Opacus' hooks (the canaries are being detached)."""
@@ -394,7 +422,7 @@ class CanaryDPOptimizerMixin:
         self._canary_reserved = []
 
     def _canary_params(self) -> dict[int, nn.Parameter]:
-        return {id(c.param): c.param for c in self._canaries.coordinates}
+        return self._canary_param_map
 
     def _canary_scale(self) -> float:
         """The configured normalisation that ``scale_grad`` should apply, undone on reading."""
@@ -426,8 +454,12 @@ class CanaryDPOptimizerMixin:
     def _flush_release(self) -> None:
         """A step whose release was never seen (``pre_step`` without ``step``): keep its gradient reading."""
         if self._canary_release is not None:
-            self._record(self._canary_release["gradient"], "gradient")
+            self._record(self._release_gradient(self._canary_release), "gradient")
             self._canary_release = None
+
+    def _release_gradient(self, release: dict) -> np.ndarray:
+        """The gradient reading of a noted release: ``<p.grad, u_i>`` at ``pre_step`` times the scale."""
+        return _combine(self._canaries, release["gradient"]) * release["scale"]
 
     def _canary_buffer(self, p: nn.Parameter, rows: int, like: torch.Tensor) -> torch.Tensor:
         """``like``-typed ``[rows, *p.shape]``: the first rows of a buffer kept for ``p`` across steps.
@@ -452,27 +484,27 @@ class CanaryDPOptimizerMixin:
                 "after add_noise, so this optimizer cannot be audited with gradient canaries as it stands"
             )
         canaries = self._canaries
-        slots = {id(p) for p in self.params if getattr(p, "canary_slot", False)}
-        targets = slots | {id(c.param) for c in canaries.coordinates}
-        real = [p for p in self.params if getattr(p, "grad_sample", None) is not None and id(p) not in slots]
-        if real:
-            first = _latest(real[0].grad_sample)
+        by_param = self._canary_by_param
+        filled, real = [], []  # filled: parameters whose all-zero per-sample gradients are written here, not by Opacus
+        for p in self.params:
+            if getattr(p, "grad_sample", None) is not None:
+                real.append(p)
+            elif getattr(p, "canary_slot", False) or id(p) in by_param:
+                filled.append(p)
+        first = next((p for p in real if not getattr(p, "canary_slot", False)), None)
+        if first is not None:
+            first = _latest(first.grad_sample)
             batch = first.shape[0] - reserved_rows.reserved_rows(first)
         else:
             batch = 0
-        filled = set()  # parameters whose all-zero per-sample gradients are filled in here, not by Opacus
-        for p in self.params:
-            if id(p) in targets and getattr(p, "grad_sample", None) is None:
-                filled.add(id(p))
-        for c in canaries.coordinates:
-            if id(c.param) in filled:
-                continue  # zeros written here: no real gradient to check
-            g = _latest(c.param.grad_sample)[:batch].reshape(batch, c.param.numel())[:, c.index.to(c.param.device)]
-            if g.numel() and bool((g != 0).any()):
-                raise InputError(
-                    "real per-sample gradients touch canary coordinates: expected coordinates no real gradient uses "
-                    "(a CanarySlots parameter, or weights of an always-zero input feature)"
-                )
+        for p in real:
+            for c in by_param.get(id(p), ()):
+                g = _latest(p.grad_sample)[:batch].reshape(batch, p.numel())[:, c.index.to(p.device)]
+                if g.numel() and bool((g != 0).any()):
+                    raise InputError(
+                        "real per-sample gradients touch canary coordinates: expected coordinates no real gradient "
+                        "uses (a CanarySlots parameter, or weights of an always-zero input feature)"
+                    )
         last = not self._check_skip_next_step(pop_next=False)  # the last physical batch of this logical step
         present = None
         if last:
@@ -480,43 +512,42 @@ class CanaryDPOptimizerMixin:
             self._canary_plan = None
             self._canary_presence.append(present.numpy().copy())
             self._canary_pending = True
-        ids = torch.nonzero(present).reshape(-1) if present is not None else torch.zeros(0, dtype=torch.long)
-        k = int(ids.numel())
-        for p in self.params:
-            if id(p) in filled:  # all-zero rows, plus the canary rows when canaries are present
-                p.grad_sample = self._canary_buffer(p, batch + k, p.detach()).zero_()
-            elif getattr(p, "grad_sample", None) is not None:
-                latest = _latest(p.grad_sample)
-                extra = reserved_rows.reserved_rows(latest)
-                if extra and extra != k:  # rows reserved for another draw: keep only the real ones
-                    _set_latest(p, latest[: latest.shape[0] - extra])
-        if k == 0:
-            return
-        row_of = torch.full((canaries.n_canaries,), -1, dtype=torch.long)
-        row_of[ids] = torch.arange(batch, batch + k)
-        norm = canaries.norm_factor * float(self.max_grad_norm)
-        by_param = {id(c.param): [] for c in canaries.coordinates}
-        for c in canaries.coordinates:
-            by_param[id(c.param)].append(c)
-        for p in self.params:
-            if getattr(p, "grad_sample", None) is None:
-                continue  # Opacus reports the missing per-sample gradient itself
-            latest = p.grad_sample if id(p) in filled else _latest(p.grad_sample)
-            if id(p) in filled or reserved_rows.reserved_rows(latest) == k:
-                padded = latest  # its canary rows are already there, all zero
-            else:  # the real rows, then k zero rows; values as torch.cat([latest, zeros]) gives them
+        present_np = present.numpy() if present is not None else np.zeros(canaries.n_canaries, dtype=bool)
+        ids = np.flatnonzero(present_np)  # ascending
+        k = int(ids.size)
+        for p in filled:  # all-zero rows, plus the canary rows when canaries are present
+            p.grad_sample = self._canary_buffer(p, batch + k, p.detach()).zero_()
+        for p in real:
+            latest = _latest(p.grad_sample)
+            extra = reserved_rows.reserved_rows(latest)
+            if extra == k:
+                continue  # its k canary rows are already there, all zero (or none are needed)
+            if extra:  # rows reserved for another draw: keep only the real ones
+                latest = latest[: latest.shape[0] - extra]
+                _set_latest(p, latest)
+            if k:  # the real rows, then k zero rows; values as torch.cat([latest, zeros]) gives them
                 padded = self._canary_buffer(p, batch + k, latest)
                 padded[:batch].copy_(latest)
                 padded[batch:].zero_()
-            flat = padded.view(batch + k, p.numel())
-            for c in by_param.get(id(p), ()):
-                keep = row_of[c.canary] >= 0
-                values = (norm * c.weight[keep]).to(dtype=padded.dtype, device=padded.device)
-                flat[row_of[c.canary][keep].to(padded.device), c.index[keep].to(padded.device)] = values
-            if id(p) in filled:
-                p.grad_sample = padded
-            else:
                 _set_latest(p, padded)
+        if not k:
+            return
+        # Present canary j takes row batch + (its rank among the present ones), as
+        # torch.cat([real rows, canary rows in canary order]) would place it.
+        norm = canaries.norm_factor * float(self.max_grad_norm)
+        for p in (*filled, *real):
+            coords = by_param.get(id(p))
+            if not coords:
+                continue
+            padded = _latest(p.grad_sample)
+            flat = padded.view(batch + k, p.numel())
+            for c in coords:
+                canary = c.canary.numpy()
+                keep = present_np[canary]
+                rows = torch.from_numpy(batch + np.searchsorted(ids, canary[keep])).to(padded.device)
+                cols = torch.from_numpy(c.index.numpy()[keep]).to(padded.device)
+                flat[rows, cols] = torch.from_numpy(norm * c.weight.numpy()[keep]).to(dtype=padded.dtype,
+                                                                                       device=padded.device)
 
     def pre_step(self, closure=None):
         self._insert_canaries()
@@ -525,10 +556,12 @@ class CanaryDPOptimizerMixin:
             self._canary_noised = False
             scale = self._canary_scale()
             params = self._canary_params()
+            # Only the canary coordinates are kept (gathered copies); the readings are
+            # computed from them when needed (the gradient's, if the step is not seen).
             self._canary_release = {
                 "scale": scale,
-                "gradient": _project(self._canaries, {k: p.grad for k, p in params.items()}) * scale,
-                "before": {k: p.detach().clone() for k, p in params.items()},
+                "gradient": _gather(self._canaries, {k: p.grad for k, p in params.items()}),
+                "before": _gather(self._canaries, params),
             }
         return taken
 
@@ -544,14 +577,16 @@ class CanaryDPOptimizerMixin:
         if release is not None:
             groups = self._sgd_groups()
             if groups is None:
-                self._record(release["gradient"], "gradient")
-            else:
-                grads = {}
-                for k, p in self._canary_params().items():
-                    before = release["before"][k].double()
-                    lr, wd = float(groups[k]["lr"]), float(groups[k].get("weight_decay", 0.0))
-                    grads[k] = (before - p.detach().double()) / lr - wd * before
-                self._record(_project(self._canaries, grads) * release["scale"], "iterates")
+                self._record(self._release_gradient(release), "gradient")
+            else:  # g = (theta_before - theta_after) / lr - weight_decay * theta_before, coordinate by coordinate
+                after = _gather(self._canaries, self._canary_params())
+                grads = []
+                for c, b, a in zip(self._canaries.coordinates, release["before"], after):
+                    group = groups[id(c.param)]
+                    lr, wd = float(group["lr"]), float(group.get("weight_decay", 0.0))
+                    before = b.to(torch.float64).cpu().numpy()
+                    grads.append((before - a.to(torch.float64).cpu().numpy()) / lr - wd * before)
+                self._record(_combine(self._canaries, grads) * release["scale"], "iterates")
         return result
 
     def canary_observations(self) -> GradientCanaryObservations:

@@ -93,6 +93,7 @@ def test_other_models_and_finished_audits_get_opacus_own_rows(digits):
     # the audited model, on a batch where canaries are present, carries their rows
     opt._canary_plan = torch.zeros(1000, dtype=torch.bool)
     opt._canary_plan[:3] = True
+    opt._canary_plan_rows = 3
     opt.zero_grad()
     nn.functional.cross_entropy(audited(x[:20]), y[:20]).backward()
     assert all(p.grad_sample.shape[0] == 23 and reserved_rows.reserved_rows(p.grad_sample) == 3

@@ -22,6 +22,9 @@ def test_quick_json_reports_a_ratio_per_model(capsys):
     for name, m in rows.items():
         assert m["params"] > 0 and m["plain_s"] > 0 and m["audited_s"] > 0 and m["finish_s"] > 0
         assert math.isclose(m["ratio"], m["audited_s"] / m["plain_s"])
+        assert m["padded_s"] > 0 and math.isfinite(m["padded_ratio"]) and m["padded_ratio"] > 0
+        assert math.isfinite(m["cpu_ratio"]) and m["cpu_ratio"] > 0
+        assert len(m["padded_rounds"]) == len(m["plain_rounds"]) == payload["config"]["rounds"]
         assert m["ratio"] == overhead[name]
     assert "| mlp |" in "\n".join(lines[:-1])  # the markdown table precedes the JSON line
 
