@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from audit.attacks import get_attack
+from audit.attacks import get_attack, score_targets
 from audit.errors import InputError
 from audit.observations import Observations
 from audit.stats.roc import TprAtFpr, roc_curve, tpr_at_fpr_from_curve
@@ -76,7 +76,7 @@ def leave_one_out_scores(
     """Score every record with each model of ``targets`` (default: all) as the target."""
     attack = get_attack(method, **dict(params or {}))
     targets_arr = check_targets(observations, targets)
-    scores = np.stack([np.asarray(attack.score(observations, int(t)), dtype=np.float64) for t in targets_arr])
+    scores = score_targets(attack, observations, targets_arr)
     audited = ~observations.population_mask
     bad = ~np.isfinite(scores[:, audited])
     if bad.any():

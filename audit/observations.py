@@ -35,7 +35,7 @@ import re
 import shutil
 import warnings
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -242,6 +242,19 @@ class Observations:
             out["population"] = self.population
         out["metadata"] = np.array(json.dumps({"format": _FORMAT, "version": _VERSION, **self.metadata}))
         return out
+
+
+def select_records(observations: Observations, index: np.ndarray) -> Observations:
+    """The observations restricted to the records ``index`` (all models), in that order."""
+    o = observations
+    return replace(
+        o,
+        keep=o.keep[:, index],
+        labels=None if o.labels is None else o.labels[index],
+        logits=None if o.logits is None else o.logits[:, index],
+        stats=None if o.stats is None else o.stats[:, index],
+        population=None if o.population is None else o.population[index],
+    )
 
 
 def from_named_statistics(

@@ -2,13 +2,14 @@
 
 Each attack scores the records of a target model ``target`` using the other models as
 its shadows. Families (one module each) register themselves by name; use
-:func:`get_attack` / :func:`score_records`. Imports numpy, scipy and scikit-learn only.
+:func:`get_attack` / :func:`score_records` / :func:`score_targets` (many targets at once).
+Imports numpy, scipy and scikit-learn only.
 """
 
 from audit.attacks import calibrated, label_only, lira, metric, rmia, shokri, white_box  # noqa: F401
-from audit.attacks.registry import Attack, available_attacks, get_attack, register, score_records
+from audit.attacks.registry import Attack, available_attacks, get_attack, register, score_records, score_targets
 
-__all__ = ["Attack", "available_attacks", "get_attack", "register", "score_records"]
+__all__ = ["Attack", "available_attacks", "get_attack", "register", "score_records", "score_targets"]
 
 LOGIT_METHODS = (
     "loss",

@@ -1,4 +1,5 @@
-"""Shared pieces of the attacks: target/shadow split, softmax, per-record signals."""
+"""Shared pieces of the attacks: target/shadow split, softmax, per-record signals, and the
+masks that let an attack score every target at once (arrays ``[targets, records]``)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,75 @@ def check_target(observations: Observations, target: int, *, method: str, min_sh
     if shadows.size < min_shadows:
         raise InputError(f"{method}: needs at least {min_shadows} shadow models, got {shadows.size}")
     return shadows
+
+
+# Elements of one [targets, models, records, ...] block of the many-target attacks (32 MiB of
+# float64): blocks of targets keep their memory independent of how many targets are scored.
+BLOCK_ELEMENTS = 1 << 22
+
+
+def check_targets(observations: Observations, targets, *, method: str, min_shadows: int = 1) -> np.ndarray:
+    """int64[targets]: each of ``targets`` validated as :func:`check_target` validates one."""
+    items = np.atleast_1d(targets).tolist() if isinstance(targets, np.ndarray) else list(targets)
+    if not items:
+        raise InputError(f"{method}: expected at least one target model index, got none")
+    for t in items:
+        check_target(observations, t, method=method, min_shadows=min_shadows)
+    return np.array([int(t) for t in items], dtype=np.int64)
+
+
+def records_seen(observations: Observations, targets: np.ndarray, records, *, method: str) -> np.ndarray:
+    """bool[targets, records]: the records each target's attack sees (``records``; None: all)."""
+    shape = (targets.size, observations.n_records)
+    if records is None:
+        return np.ones(shape, dtype=bool)
+    seen = np.asarray(records)
+    if seen.dtype != bool or seen.shape != shape:
+        raise InputError(f"{method}: records must be bool{list(shape)} (targets, records), "
+                         f"got {seen.dtype}{list(seen.shape)}")
+    return seen
+
+
+def target_blocks(n_targets: int, per_target: int) -> list[slice]:
+    """Slices of ``range(n_targets)`` of at most :data:`BLOCK_ELEMENTS` / ``per_target``
+    targets each (at least one)."""
+    size = max(1, BLOCK_ELEMENTS // max(per_target, 1))
+    return [slice(i, min(i + size, n_targets)) for i in range(0, n_targets, size)]
+
+
+def shadow_masks(mask: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """``mask[models, records]`` for each of ``targets`` with the target's own row cleared:
+    bool[targets, models, records] (each target's shadows only)."""
+    others = np.arange(mask.shape[0])[None, :] != targets[:, None]
+    return mask[None, :, :] & others[:, :, None]
+
+
+def require_in_out_targets(
+    observations: Observations,
+    targets: np.ndarray,
+    seen: np.ndarray,
+    *,
+    method: str,
+    need_in: bool,
+    need_out: bool,
+) -> None:
+    """:func:`require_in_out` for every target at once, on the records it sees
+    (``seen: bool[targets, records]``); the error names the first target that fails."""
+    keep = observations.keep
+    k = keep.shape[0]
+    in_all = keep.sum(axis=0)
+    own = keep[targets].astype(np.int64)
+    audited = audited_mask(observations)[None, :] & seen
+    counts = {"IN": in_all[None, :] - own, "OUT": (k - in_all)[None, :] - (1 - own)}
+    missing = {word: ((counts[word] == 0) & audited).sum(axis=1)
+               for needed, word in ((need_in, "IN"), (need_out, "OUT")) if needed}
+    for row in range(targets.size):
+        for word, m in missing.items():
+            if m[row]:
+                raise InputError(
+                    f"{method}: {int(m[row])} records have no {word} shadow model "
+                    f"({k - 1} shadows); {method} needs one per record"
+                )
 
 
 def require_logits(observations: Observations, method: str) -> np.ndarray:
@@ -101,6 +171,21 @@ def true_class(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
 def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Per-query cross-entropy loss float64[..., records, queries]."""
     return -true_class(log_probs(logits), labels)
+
+
+def by_model_blocks(fn, logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``fn(logits, labels)`` (a per-query signal, float64[models, records, queries]) computed
+    on blocks of models of at most :data:`BLOCK_ELEMENTS` logits: the same numbers (each
+    query's softmax is its own row), without float64 copies of every model's logits at once."""
+    out = np.empty(logits.shape[:-1])
+    for block in target_blocks(logits.shape[0], int(np.prod(logits.shape[1:]))):
+        out[block] = fn(logits[block], labels)
+    return out
+
+
+def true_class_log_probs(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``true_class(log_probs(logits), labels)``: float64[..., records, queries]."""
+    return true_class(log_probs(logits), labels)
 
 
 def lira_phi(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -1,7 +1,9 @@
 """Name -> attack factory registry (the opacus ``accountants/registry.py`` pattern).
 
 Attack families register themselves with :func:`register` when ``audit.attacks`` is
-imported; callers use :func:`get_attack` or :func:`score_records`.
+imported; callers use :func:`get_attack`, :func:`score_records` (one target) or
+:func:`score_targets` (many targets: ``float64[targets, records]``; an attack with its own
+``score_targets`` method scores them from arrays, the others one target at a time).
 """
 
 from __future__ import annotations
@@ -64,3 +66,34 @@ def get_attack(name: str, **params: Any) -> Attack:
 def score_records(name: str, observations: Observations, target: int, **params: Any) -> np.ndarray:
     """Scores (float64[records]) of attack ``name`` against model ``target``."""
     return get_attack(name, **params).score(observations, target)
+
+
+def score_targets(attack: "Attack | str", observations: Observations, targets, records=None,
+                  **params: Any) -> np.ndarray:
+    """Scores float64[targets, records] of ``attack`` (an attack, or a name built with
+    ``params``) against each model of ``targets``.
+
+    ``records: bool[targets, records]`` (default: all) are the records each target's attack
+    sees, as if the observations held only those (its references, its pooled estimates);
+    the other scores are NaN. Attacks that define ``score_targets`` (LiRA, RMIA) score all
+    targets from the same arrays; the others score the records of one target at a time.
+    """
+    from audit.observations import select_records
+
+    if isinstance(attack, str):
+        attack = get_attack(attack, **params)
+    if hasattr(attack, "score_targets"):
+        return np.asarray(attack.score_targets(observations, targets, records), dtype=np.float64)
+    targets = np.atleast_1d(np.asarray(targets))
+    shape = (targets.size, observations.n_records)
+    if records is not None and (np.asarray(records).dtype != bool or np.shape(records) != shape):
+        raise InputError(f"{attack.name}: records must be bool{list(shape)} (targets, records), got "
+                         f"{np.asarray(records).dtype}{list(np.shape(records))}")
+    scores = np.full(shape, np.nan)
+    for row, target in enumerate(targets.tolist()):
+        if records is None:
+            scores[row] = attack.score(observations, target)
+        else:
+            index = np.flatnonzero(records[row])
+            scores[row, index] = attack.score(select_records(observations, index), target)
+    return scores

@@ -155,8 +155,9 @@ def _run(config: AuditConfig, checked: preflight.Checked, run_dir, timings: dict
         timings["train_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         observations = run.load()
-        attacks = analysis.attack_table(config, observations, keep)
-        scores, members = analysis.target_scores(config, observations, keep)
+        computed: dict = {}
+        attacks = analysis.attack_table(config, observations, keep, computed=computed)
+        scores, members = analysis.target_scores(config, observations, keep, computed=computed)
         readings = None
     timings["attacks_s"] = time.perf_counter() - t0
 

@@ -4,7 +4,6 @@ bounds on the target model, and estimates beside them (never deciding)."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import warnings
 
 import numpy as np
@@ -30,21 +29,13 @@ def auditable(keep: np.ndarray, target: int) -> np.ndarray:
     least once and exclude at least once. It depends on the shadows' inclusion only, so
     restricting to it neither biases the attack figures nor the target's bound: the
     target's own inclusion bits of the kept canaries stay independent fair coins."""
-    shadows = np.delete(keep, target, axis=0)
-    return shadows.any(axis=0) & ~shadows.all(axis=0)
+    return auditable_targets(keep, np.array([target]))[0]
 
 
-def _records(observations, index: np.ndarray):
-    """The observations restricted to the records ``index`` (all models)."""
-    o = observations
-    return dataclasses.replace(
-        o,
-        keep=o.keep[:, index],
-        labels=None if o.labels is None else o.labels[index],
-        logits=None if o.logits is None else o.logits[:, index],
-        stats=None if o.stats is None else o.stats[:, index],
-        population=None if o.population is None else o.population[index],
-    )
+def auditable_targets(keep: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """bool[targets, canaries]: :func:`auditable` of each of ``targets``."""
+    included = keep.sum(axis=0)[None, :] - keep[targets]  # shadows that include the canary
+    return (included > 0) & (included < keep.shape[0] - 1)
 
 
 def scores_for_target(observations, method: str, target: int, keep: np.ndarray, **params):
@@ -54,13 +45,9 @@ def scores_for_target(observations, method: str, target: int, keep: np.ndarray, 
     observations, the population the rest. The attack sees the auditable canaries and the
     population only (its references); ``params`` are the attack's own.
     """
-    from audit.attacks import score_records
-
-    m = keep.shape[1]
-    use = np.flatnonzero(auditable(keep, target))
-    population = np.arange(m, observations.keep.shape[1])
-    sub = _records(observations, np.r_[use, population])
-    return score_records(method, sub, target, **params)[: use.size], keep[target, use]
+    loo = leave_one_out(observations, method, keep, targets=[target], params=params)
+    use = loo.audited[0, : keep.shape[1]]
+    return loo.scores[0, : keep.shape[1]][use], keep[target, use]
 
 
 def leave_one_out(observations, method: str, keep: np.ndarray, *, targets=None, params=None):
@@ -69,18 +56,22 @@ def leave_one_out(observations, method: str, keep: np.ndarray, *, targets=None, 
 
     ``keep: bool[models, canaries]`` as in :func:`scores_for_target`. Row ``t`` holds the
     scores of the canaries auditable for target ``t``; the other canaries and the
-    population records are NaN and not audited (they enter no ROC).
+    population records are NaN and not audited (they enter no ROC). Every target's attack
+    sees its auditable canaries and the population (:func:`audit.attacks.score_targets`:
+    LiRA and RMIA score all targets from the same arrays).
     """
+    from audit.attacks import score_targets
     from audit.evaluation import LeaveOneOutScores, check_targets
 
     targets = check_targets(observations, targets)
     m = keep.shape[1]
     shape = (targets.size, observations.keep.shape[1])
+    use = auditable_targets(keep, targets)
+    seen = np.concatenate([use, np.ones((targets.size, shape[1] - m), bool)], axis=1)
     scores, audited, members = np.full(shape, np.nan), np.zeros(shape, bool), np.zeros(shape, bool)
-    for row, target in enumerate(targets):
-        use = auditable(keep, int(target))
-        scores[row, :m][use] = scores_for_target(observations, method, int(target), keep, **dict(params or {}))[0]
-        audited[row, :m], members[row, :m] = use, keep[target]
+    all_scores = score_targets(method, observations, targets, seen, **dict(params or {}))
+    scores[:, :m] = np.where(use, all_scores[:, :m], np.nan)
+    audited[:, :m], members[:, :m] = use, keep[targets]
     return LeaveOneOutScores(method, targets, scores, members, audited)
 
 
@@ -130,15 +121,19 @@ def _attack_warnings():
             messages.append(str(w.message))
 
 
-def attack_table(config: AuditConfig, observations, keep: np.ndarray) -> dict:
+def attack_table(config: AuditConfig, observations, keep: np.ndarray, *, computed: dict | None = None) -> dict:
     """``{method: {auc, n_members, n_nonmembers, tpr_at_fpr[...], roc, warnings}}``:
     leave-one-out, each model in turn the target and the others its shadows, pooled over
     targets. ``warnings`` holds what the attack warned about (e.g. per-record variances on
-    too few shadows), once per kind."""
+    too few shadows), once per kind. ``computed``: a dict that receives each method's
+    :class:`audit.evaluation.LeaveOneOutScores` (for :func:`target_scores`)."""
     out = {}
     for method in config.audit.attacks:
         with _attack_warnings() as caught:
-            scores, members = leave_one_out(observations, method, keep).pooled()
+            loo = leave_one_out(observations, method, keep)
+            scores, members = loo.pooled()
+        if computed is not None:
+            computed[method] = loo
         out[method] = _summary(config, scores, members, keep.shape[0]) | {"warnings": caught}
     return out
 
@@ -148,11 +143,22 @@ def canary_table(config: AuditConfig, scores: dict[str, np.ndarray], members: np
     return {name: _summary(config, s, members, 1) for name, s in scores.items()}
 
 
-def target_scores(config: AuditConfig, observations, keep: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def target_scores(config: AuditConfig, observations, keep: np.ndarray, *,
+                  computed: dict | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Scores of the auditable canaries against model 0 (the target) for each bound
-    attack, and their membership in model 0."""
-    members = keep[0, auditable(keep, 0)]
-    return {name: scores_for_target(observations, name, 0, keep)[0] for name in config.audit.bound_attacks}, members
+    attack, and their membership in model 0. ``computed``: :func:`attack_table`'s
+    leave-one-out scores, whose row for model 0 is taken instead of scoring it again
+    (the same numbers: each target is scored on its own records alone)."""
+    m = keep.shape[1]
+    use = auditable(keep, 0)
+    scores = {}
+    for name in config.audit.bound_attacks:
+        loo = (computed or {}).get(name)
+        if loo is not None and loo.targets.size and loo.targets[0] == 0:
+            scores[name] = loo.scores[0, :m][use]
+        else:
+            scores[name] = scores_for_target(observations, name, 0, keep)[0]
+    return scores, keep[0, use]
 
 
 def bounds_and_estimates(config: AuditConfig, scores: dict[str, np.ndarray], members: np.ndarray, delta: float,

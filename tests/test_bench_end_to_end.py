@@ -1,0 +1,49 @@
+"""Smoke test of experiments/bench_end_to_end.py: ``--quick --json`` runs the tiny setting
+in one process and prints one JSON object on its last stdout line with the ratios, stage
+times and peak memory of each audit (the figures themselves are in
+experiments/results/bench_end_to_end.md, not asserted here)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from experiments import bench_end_to_end as bench
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_quick_json_reports_ratios_stages_and_memory(tmp_path):
+    before = sorted(p.name for p in bench.RESULTS.iterdir())
+    proc = subprocess.run([sys.executable, "-m", "experiments.bench_end_to_end", "--quick", "--json"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(res) >= {"setting", "matmul_peak_gflops", "matmul_peak_before_gflops", "matmul_peak_after_gflops",
+                        "audits", "privacy_meter_s", "load_average_start", "load_average_end", "machine", "total_s",
+                        "train_threads", "matmul_peak_train_threads_gflops"}
+    assert res["matmul_peak_gflops"] == max(res["matmul_peak_before_gflops"], res["matmul_peak_after_gflops"]) > 0
+    assert [a["models"] for a in res["audits"]] == list(bench.QUICK.models)
+    for a in res["audits"]:
+        assert set(a["timings"]) == {"data_s", "train_s", "attacks_s", "stats_s"}
+        assert set(a) >= {"wall_s", "matmul_bound_s", "ratio_wall_to_bound", "ratio_train_to_bound",
+                          "train_fraction_of_peak", "train_fraction_of_peak_on_train_threads", "analysis_share",
+                          "goal_ratio_met", "goal_analysis_met",
+                          "peak_rss_mib", "observations_mib", "work", "attacks"}
+        assert a["wall_s"] >= sum(a["timings"].values()) * 0.99
+        assert a["ratio_wall_to_bound"] == a["wall_s"] / a["matmul_bound_s"]
+        assert a["work"]["examples"] == a["models"] * a["work"]["steps"] * bench.QUICK.batch
+        assert a["train_threads"] == res["train_threads"] >= 1
+        assert a["peak_rss_mib"] > 50  # MiB: an interpreter with torch
+        assert set(a["attacks"]) == set(bench.QUICK.attacks)
+    assert sorted(p.name for p in bench.RESULTS.iterdir()) == before  # --quick writes nothing
+
+
+def test_markdown_names_the_goals_and_the_load():
+    res = bench.run(bench.QUICK)
+    md = bench.markdown(res, quick=True)
+    for text in ("wall / bound (goal 2.2x)", "attacks + stats share (goal 10%)", "load average", "peak RSS",
+                 "--quick"):
+        assert text in md
