@@ -69,7 +69,7 @@ class BenchConfig:
     delta: float = 1e-5
 
 
-QUICK = BenchConfig(n_records=1024, batch_size=64, steps=4, warmup=1, rounds=2)
+QUICK = BenchConfig(n_records=1024, batch_size=64, steps=4, warmup=1, rounds=1)
 FULL = BenchConfig()
 
 
