@@ -35,6 +35,7 @@ the last stdout line instead of the Markdown.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -68,6 +69,7 @@ class Setting:
     peak_size: int = 2048
     peak_repeats: int = 5
     seed: int = 0
+    threads: int = 1  # executor.threads: torch threads the training runs on
 
 
 FULL = Setting()
@@ -103,6 +105,7 @@ def audit_tree(s: Setting, k: int, out: Path) -> dict:
         "audit": {"models": k, "canaries": s.canaries, "canary_kind": "natural",
                   "attacks": list(s.attacks), "bound_attacks": list(s.bound_attacks)},
         "mlflow": {"enabled": False},
+        "executor": {"threads": s.threads},
     }
 
 
@@ -249,6 +252,8 @@ def busy_warning(res: dict) -> list[str]:
 
 def markdown(res: dict, quick: bool) -> str:
     s, m = res["setting"], res["machine"]
+    opt = "" if res["train_threads"] == 1 else f" --threads {res['train_threads']}"
+    stem = "bench_end_to_end" + ("" if res["train_threads"] == 1 else f"_threads{res['train_threads']}")
     rows = []
     for a in res["audits"]:
         t = a["timings"]
@@ -272,8 +277,8 @@ def markdown(res: dict, quick: bool) -> str:
     return "\n".join([
         "# A black-box audit end to end against its training's matmul-bound time (issue 18)",
         "",
-        f"Reproduce: `.venv/bin/python -m experiments.bench_end_to_end{' --quick' if quick else ''}` "
-        f"({'quick run, not written' if quick else 'writes this file and bench_end_to_end.json'}); "
+        f"Reproduce: `.venv/bin/python -m experiments.bench_end_to_end{' --quick' if quick else ''}{opt}` "
+        f"({'quick run, not written' if quick else f'writes this file and {stem}.json'}); "
         f"one process, {res['total_s']:.0f} s in all. **2 shared CPU cores**: "
         f"load average (1, 5, 15 min) {_load(res['load_average_start'])} at the start, "
         f"{_load(res['load_average_end'])} at the end. torch {m['torch']}, {m['torch_threads']} threads "
@@ -314,16 +319,23 @@ def main(argv=None) -> int:
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny run (seconds); writes no files")
     parser.add_argument("--json", action="store_true", help="print one JSON object on the last stdout line")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="executor.threads of the audits (default 1, the pipeline's default; other values "
+                             "write bench_end_to_end_threadsN.md/.json)")
     args = parser.parse_args(argv)
-    res = run(QUICK if args.quick else FULL)
+    if args.threads < 1:
+        parser.error(f"--threads={args.threads}: expected an integer >= 1")
+    setting = QUICK if args.quick else FULL
+    res = run(dataclasses.replace(setting, threads=args.threads))
     md = markdown(res, args.quick)
     print(json.dumps(res) if args.json else md)
     if not args.quick:
         from audit.atomic import atomic_open
 
-        with atomic_open(RESULTS / "bench_end_to_end.md") as fh:
+        stem = "bench_end_to_end" + ("" if args.threads == 1 else f"_threads{args.threads}")
+        with atomic_open(RESULTS / f"{stem}.md") as fh:
             fh.write(md)
-        with atomic_open(RESULTS / "bench_end_to_end.json") as fh:
+        with atomic_open(RESULTS / f"{stem}.json") as fh:
             json.dump(res, fh, indent=2)
             fh.write("\n")
     return 0
