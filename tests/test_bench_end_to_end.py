@@ -47,3 +47,21 @@ def test_markdown_names_the_goals_and_the_load():
     for text in ("wall / bound (goal 2.2x)", "attacks + stats share (goal 10%)", "load average", "peak RSS",
                  "--quick"):
         assert text in md
+
+
+def test_threads_must_be_positive(capsys):
+    import pytest
+
+    from experiments import bench_end_to_end
+
+    with pytest.raises(SystemExit) as exit_:
+        bench_end_to_end.main(["--quick", "--threads", "0"])
+    assert exit_.value.code == 2 and "--threads=0" in capsys.readouterr().err
+
+
+def test_the_audits_train_on_the_threads_asked():
+    from audit.config import parse_config
+    from experiments import bench_end_to_end as b
+
+    s = b.dataclasses.replace(b.QUICK, threads=2)
+    assert parse_config(b.audit_tree(s, 5, b.Path("unused"))).executor.unit_threads == 2
