@@ -112,3 +112,15 @@ def test_bad_stacked_shapes_are_rejected():
     shape = MLPShape((3, 2))
     with pytest.raises(InputError, match="expected"):
         StackedMLP(shape, [torch.zeros(1, 3, 2)], [torch.zeros(1, 2)])
+
+
+def test_logits_and_predict_are_the_same_in_any_chunking():
+    """logits() writes its chunks into one tensor and predict() takes the argmax chunk by
+    chunk: both equal the unchunked forward exactly."""
+    model = StackedMLP.init(MLPShape((4, 5, 3)), [torch.Generator().manual_seed(k) for k in range(3)])
+    x = torch.randn(11, 4, generator=torch.Generator().manual_seed(3))
+    full = model.forward(x)[-1]
+    for chunk in (1, 4, 11, 64):
+        assert torch.equal(model.logits(x, chunk=chunk), full)
+        assert torch.equal(model.predict(x, chunk=chunk), full.argmax(-1))
+    assert model.logits(x[:0]).shape == (3, 0, 3) and model.predict(x[:0]).shape == (3, 0)

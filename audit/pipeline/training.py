@@ -307,8 +307,8 @@ def _train_fast(config: AuditConfig, data: AuditData, keep: np.ndarray, todo: li
 
         observed_logits = np.stack([np.log(np.maximum(defence.apply(o), PROB_FLOOR)) for o in observed_logits])
     with torch.no_grad():
-        train_pred = result.model.logits(x).argmax(-1).numpy()
-        test_pred = result.model.logits(flat(data.test)).argmax(-1).numpy() if len(data.test) else None
+        train_pred = result.model.predict(x).numpy()
+        test_pred = result.model.predict(flat(data.test)).numpy() if len(data.test) else None
     results = []
     for row, k in enumerate(todo):
         n_k = int(keep_all[row].sum())

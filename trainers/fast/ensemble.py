@@ -199,11 +199,26 @@ class StackedMLP:
         return zs
 
     def logits(self, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
-        """Logits of every model on shared queries.
+        """Logits of every model on shared queries, ``chunk`` queries at a time (written into
+        one output tensor: the chunks are never held twice).
 
         Args:
             x: ``float[N, d]``.
         Returns:
             ``float[K, N, c]``.
         """
-        return torch.cat([self.forward(x[s : s + chunk])[-1] for s in range(0, x.shape[0], chunk)], dim=1)
+        out = None
+        for s in range(0, x.shape[0], chunk):
+            z = self.forward(x[s : s + chunk])[-1]
+            if out is None:
+                out = torch.empty((z.shape[0], x.shape[0], z.shape[2]), dtype=z.dtype, device=z.device)
+            out[:, s : s + chunk] = z
+        if out is None:  # no queries
+            return self.forward(x)[-1]
+        return out
+
+    def predict(self, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+        """``int64[K, N]``: each model's predicted class, ``logits(x).argmax(-1)`` computed
+        chunk by chunk (the same values, without the ``[K, N, c]`` logits in memory)."""
+        return torch.cat([self.forward(x[s : s + chunk])[-1].argmax(-1) for s in range(0, x.shape[0], chunk)], dim=1) \
+            if x.shape[0] else self.forward(x)[-1].argmax(-1)
