@@ -411,9 +411,8 @@ class CanaryDPOptimizerMixin:
             return self._canary_plan_rows
         if self._check_skip_next_step(pop_next=False):
             return 0
-        if self._canary_plan is None:
-            self._canary_plan = self._canary_draw()
-            self._canary_plan_rows = int(self._canary_plan.sum())
+        self._canary_plan = self._canary_draw()
+        self._canary_plan_rows = int(self._canary_plan.sum())
         return self._canary_plan_rows
 
     def _canary_unreserve(self) -> None:

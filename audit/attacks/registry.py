@@ -78,6 +78,7 @@ def score_targets(attack: "Attack | str", observations: Observations, targets, r
     the other scores are NaN. Attacks that define ``score_targets`` (LiRA, RMIA) score all
     targets from the same arrays; the others score the records of one target at a time.
     """
+    from audit.attacks._common import records_seen
     from audit.observations import select_records
 
     if isinstance(attack, str):
@@ -85,15 +86,12 @@ def score_targets(attack: "Attack | str", observations: Observations, targets, r
     if hasattr(attack, "score_targets"):
         return np.asarray(attack.score_targets(observations, targets, records), dtype=np.float64)
     targets = np.atleast_1d(np.asarray(targets))
-    shape = (targets.size, observations.n_records)
-    if records is not None and (np.asarray(records).dtype != bool or np.shape(records) != shape):
-        raise InputError(f"{attack.name}: records must be bool{list(shape)} (targets, records), got "
-                         f"{np.asarray(records).dtype}{list(np.shape(records))}")
-    scores = np.full(shape, np.nan)
+    seen = records_seen(observations, targets, records, method=attack.name)
+    scores = np.full(seen.shape, np.nan)
     for row, target in enumerate(targets.tolist()):
         if records is None:
             scores[row] = attack.score(observations, target)
         else:
-            index = np.flatnonzero(records[row])
+            index = np.flatnonzero(seen[row])
             scores[row, index] = attack.score(select_records(observations, index), target)
     return scores

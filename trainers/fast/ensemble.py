@@ -214,14 +214,15 @@ class StackedMLP:
                 out = torch.empty((z.shape[0], x.shape[0], z.shape[2]), dtype=z.dtype, device=z.device)
             out[:, s : s + chunk] = z
         if out is None:  # no queries
-            return self.forward(x)[-1]
+            return self._outputs(x)
         return out
 
     def predict(self, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
         """``int64[K, N]``: each model's predicted class, ``logits(x).argmax(-1)`` computed
         chunk by chunk (the same values, without the ``[K, N, c]`` logits in memory)."""
-        return torch.cat([self._outputs(x[s : s + chunk]).argmax(-1) for s in range(0, x.shape[0], chunk)], dim=1) \
-            if x.shape[0] else self.forward(x)[-1].argmax(-1)
+        if not x.shape[0]:
+            return self._outputs(x).argmax(-1)
+        return torch.cat([self._outputs(x[s : s + chunk]).argmax(-1) for s in range(0, x.shape[0], chunk)], dim=1)
 
     def _outputs(self, x: torch.Tensor) -> torch.Tensor:
         """``forward(x)[-1]`` keeping one layer's activations at a time (ReLU in place): the
