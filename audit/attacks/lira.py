@@ -41,7 +41,6 @@ from audit.attacks._common import (
     AttackWarning,
     audited_mask,
     by_model_blocks,
-    check_target,
     check_targets,
     lira_phi,
     records_seen,
@@ -163,7 +162,6 @@ class LiRA:
         return "lira-" + ("online" if self.online else "offline") + ("-fixed" if self.fixed_variance else "")
 
     def score(self, observations: Observations, target: int) -> np.ndarray:
-        check_target(observations, target, method=self.name)
         return self.score_targets(observations, [target])[0]
 
     def score_targets(self, observations: Observations, targets, records=None) -> np.ndarray:

@@ -28,7 +28,6 @@ from scipy.special import logsumexp
 
 from audit.attacks._common import (
     by_model_blocks,
-    check_target,
     check_targets,
     records_seen,
     require_in_out_targets,
@@ -59,7 +58,6 @@ class RMIA:
 
     def log_likelihood_ratio(self, observations: Observations, target: int) -> np.ndarray:
         """log LR(x) for every record, float64[records] (NaN if x has no OUT shadow)."""
-        check_target(observations, target, method=self.name)
         return self.log_likelihood_ratios(observations, [target])[0]
 
     def log_likelihood_ratios(self, observations: Observations, targets, records=None) -> np.ndarray:
@@ -83,7 +81,6 @@ class RMIA:
             return log_p[targets] - np.log(pr_x)
 
     def score(self, observations: Observations, target: int) -> np.ndarray:
-        check_target(observations, target, method=self.name)
         return self.score_targets(observations, [target])[0]
 
     def score_targets(self, observations: Observations, targets, records=None) -> np.ndarray:
