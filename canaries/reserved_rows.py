@@ -78,6 +78,8 @@ def reserve(optimizer, params) -> None:
     owner = weakref.ref(optimizer)
     with _LOCK:
         gsm = _module()
+        if not hasattr(gsm, "create_or_accumulate_grad_sample"):
+            return  # an Opacus without this function: the canary optimizer pads after the backward pass
         if gsm.create_or_accumulate_grad_sample is not _reserving:
             _ORIGINAL = gsm.create_or_accumulate_grad_sample
             gsm.create_or_accumulate_grad_sample = _reserving

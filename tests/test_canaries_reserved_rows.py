@@ -106,3 +106,15 @@ def test_other_models_and_finished_audits_get_opacus_own_rows(digits):
     opt.zero_grad()
     nn.functional.cross_entropy(audited(x[:20]), y[:20]).backward()
     assert all(p.grad_sample.shape[0] == 20 for p in opt.params)
+
+
+
+def test_an_opacus_without_the_allocation_function_reserves_nothing(monkeypatch):
+    """Reservation depends on one Opacus module function; where it is missing, reserve()
+    registers nothing and patches nothing, and the canary optimizer pads after the backward
+    pass (the path test_reserved_rows_give_the_run_that_padding_gives checks with reserve off)."""
+    param = nn.Parameter(torch.zeros(3))
+    monkeypatch.delattr(gsm, "create_or_accumulate_grad_sample")
+    reserved_rows.reserve(object.__new__(nn.Module), [param])
+    assert not hasattr(gsm, "create_or_accumulate_grad_sample")
+    assert reserved_rows._owner(param) is None
