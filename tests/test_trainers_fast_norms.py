@@ -124,3 +124,22 @@ def test_logits_and_predict_are_the_same_in_any_chunking():
         assert torch.equal(model.logits(x, chunk=chunk), full)
         assert torch.equal(model.predict(x, chunk=chunk), full.argmax(-1))
     assert model.logits(x[:0]).shape == (3, 0, 3) and model.predict(x[:0]).shape == (3, 0)
+
+
+def test_query_chunks_shrink_with_k_and_leave_the_bits_alone():
+    """The default chunk keeps K x chunk x widest-layer activations within the budget (so
+    observing's transient does not grow with K), and at the audit's shapes (600 -> 128 ->
+    100, gemm kernels for large and small row counts) every chunking gives the same bits."""
+    from trainers.fast.ensemble import QUERY_CHUNK_VALUES
+
+    shape = MLPShape((600, 128, 100))
+    for k in (1, 18, 64, 1000):
+        model = StackedMLP.init(shape, [torch.Generator().manual_seed(j) for j in range(k)])
+        chunk = model.query_chunk()
+        assert chunk == 64 or k * chunk * 128 <= QUERY_CHUNK_VALUES < k * (chunk + 1) * 128
+    model = StackedMLP.init(shape, [torch.Generator().manual_seed(j) for j in range(6)])
+    x = torch.randn(2_500, 600, generator=torch.Generator().manual_seed(4))
+    ref = model.logits(x, chunk=4096)
+    for chunk in (model.query_chunk(512 * 6 * 128), 1000, 333, 64):
+        assert torch.equal(model.logits(x, chunk=chunk), ref), chunk
+        assert torch.equal(model.predict(x, chunk=chunk), ref.argmax(-1)), chunk

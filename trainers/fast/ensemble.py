@@ -93,6 +93,10 @@ class MLPShape:
         return nn.Sequential(*layers)
 
 
+QUERY_CHUNK_VALUES = 1 << 23
+"""Activation values (32 MiB of float32) one chunk of shared queries may hold per layer."""
+
+
 class StackedMLP:
     """K MLPs of one shape; parameters are plain tensors (no autograd).
 
@@ -198,15 +202,23 @@ class StackedMLP:
             h = torch.relu(z)
         return zs
 
-    def logits(self, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
-        """Logits of every model on shared queries, ``chunk`` queries at a time (written into
-        one output tensor: the chunks are never held twice).
+    def query_chunk(self, budget: int = QUERY_CHUNK_VALUES) -> int:
+        """Queries per chunk of :meth:`logits` and :meth:`predict`: as many as keep one
+        layer's activations of all K models (``K x chunk x widest layer`` values) within
+        ``budget``, at least 64. The transient then does not grow with K; each query's
+        output is computed row by row, so its bits do not depend on the chunk (tested)."""
+        return max(64, budget // (self.n_models * max(self.shape.widths[1:])))
+
+    def logits(self, x: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+        """Logits of every model on shared queries, ``chunk`` queries at a time (default
+        :meth:`query_chunk`), written into one output tensor: the chunks are never held twice.
 
         Args:
             x: ``float[N, d]``.
         Returns:
             ``float[K, N, c]``.
         """
+        chunk = chunk or self.query_chunk()
         out = None
         for s in range(0, x.shape[0], chunk):
             z = self._outputs(x[s : s + chunk])
@@ -217,9 +229,10 @@ class StackedMLP:
             return self._outputs(x)
         return out
 
-    def predict(self, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    def predict(self, x: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
         """``int64[K, N]``: each model's predicted class, ``logits(x).argmax(-1)`` computed
         chunk by chunk (the same values, without the ``[K, N, c]`` logits in memory)."""
+        chunk = chunk or self.query_chunk()
         if not x.shape[0]:
             return self._outputs(x).argmax(-1)
         return torch.cat([self._outputs(x[s : s + chunk]).argmax(-1) for s in range(0, x.shape[0], chunk)], dim=1)

@@ -447,9 +447,16 @@ def train(
     rates = subsets.sample_rates(config.expected_batch_size)
     trainer = FastDPSGD(StackedMLP.init(shape, gens, dtype=x.dtype), config, hooks, noise_threads=noise_threads)
     sizes, losses, watched = [], [], []
+    buffer = torch.empty(0, x.shape[1], dtype=x.dtype)  # the gathered batch, kept across steps
     for _ in range(steps):
         batch = poisson_batch(subsets, rates, gens)
-        out = trainer.step(x[batch.index], y[batch.index], batch.mask, noise_generators=gens)
+        # index_select into a kept buffer: the same copy as x[batch.index] without the
+        # advanced-indexing path or a fresh K x B x d allocation each step
+        index = batch.index.view(-1)
+        if len(index) > len(buffer):
+            buffer = torch.empty(int(len(index) * 1.25), x.shape[1], dtype=x.dtype)
+        rows = torch.index_select(x, 0, index, out=buffer[: len(index)])
+        out = trainer.step(rows.view(*batch.index.shape, -1), y[batch.index], batch.mask, noise_generators=gens)
         sizes.append(out.batch_sizes)
         losses.append(out.losses)
         if out.watched is not None:
