@@ -25,15 +25,25 @@ def test_quick_json_reports_ratios_stages_and_memory(tmp_path):
                         "audits", "privacy_meter_s", "load_average_start", "load_average_end", "machine", "total_s",
                         "train_threads", "matmul_peak_train_threads_gflops"}
     assert res["matmul_peak_gflops"] == max(res["matmul_peak_before_gflops"], res["matmul_peak_after_gflops"]) > 0
-    assert [a["models"] for a in res["audits"]] == list(bench.QUICK.models)
+    assert [(a["models"], a["private"]) for a in res["audits"]] == (
+        [(k, False) for k in bench.QUICK.models] + [(k, True) for k in bench.QUICK.dp_models])
     for a in res["audits"]:
         assert set(a["timings"]) == {"data_s", "train_s", "attacks_s", "stats_s"}
         assert set(a) >= {"wall_s", "matmul_bound_s", "ratio_wall_to_bound", "ratio_train_to_bound",
                           "train_fraction_of_peak", "train_fraction_of_peak_on_train_threads", "analysis_share",
                           "goal_ratio_met", "goal_analysis_met",
-                          "peak_rss_mib", "observations_mib", "work", "attacks"}
+                          "peak_rss_mib", "observations_mib", "work", "attacks", "peak_above_start_mib",
+                          "matmul_bound_needed_s", "ratio_wall_to_needed_bound", "train_fraction_of_peak_needed",
+                          "goal_ratio_needed_met", "goal_train_met", "goal_train_needed_met"}
         assert a["wall_s"] >= sum(a["timings"].values()) * 0.99
         assert a["ratio_wall_to_bound"] == a["wall_s"] / a["matmul_bound_s"]
+        # the needed FLOPs (no input gradient at layer 1) against a naive count, and the goals
+        d, h, c = 600, bench.QUICK.widths[0], 100
+        assert a["work"]["flops_needed"] == a["work"]["examples"] * 2 * (2 * (d * h + h * c) + h * c)
+        assert a["work"]["flops"] == a["work"]["examples"] * 6 * (d * h + h * c)
+        assert a["ratio_wall_to_needed_bound"] > a["ratio_wall_to_bound"]
+        assert a["goal_train_fraction"] == (0.45 if a["private"] else 0.60)
+        assert a["goal_train_needed_met"] == (a["train_fraction_of_peak_needed"] >= a["goal_train_fraction"])
         assert a["work"]["examples"] == a["models"] * a["work"]["steps"] * bench.QUICK.batch
         assert a["train_threads"] == res["train_threads"] >= 1
         assert a["peak_rss_mib"] > 50  # MiB: an interpreter with torch
@@ -45,7 +55,7 @@ def test_markdown_names_the_goals_and_the_load():
     res = bench.run(bench.QUICK)
     md = bench.markdown(res, quick=True)
     for text in ("wall / bound (goal 2.2x)", "attacks + stats share (goal 10%)", "load average", "peak RSS",
-                 "--quick"):
+                 "--quick", "goal 60%, DP-SGD 45%", "| DP-SGD |", "needed FLOPs"):
         assert text in md
 
 
