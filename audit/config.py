@@ -299,6 +299,13 @@ class GateSettings(_Section):
     )
 
 
+def _machine_cpus() -> int:
+    """CPUs this process may run on (its affinity where the OS tells it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 class ExecutorSettings(_Section):
     """Where the black-box units of work (model k, or a block of models for the fast
     trainer) run: in this process, or as Ray tasks (``pip install 'dpaudit[ray]'``).
@@ -310,7 +317,11 @@ class ExecutorSettings(_Section):
     num_cpus: float = Field(default=1.0, gt=0.0, description="CPUs reserved per Ray task")
     num_gpus: float = Field(default=0.0, ge=0.0, description="GPUs reserved per Ray task (1 = one model per GPU)")
     max_retries: int = Field(default=3, ge=0, description="Ray retries of a unit whose worker dies or that raises")
-    local_cpus: int = Field(default=0, ge=0, description="CPUs of a local Ray started for the run; 0 = all of this machine")
+    local_cpus: int = Field(
+        default=0, ge=0,
+        description="CPUs of this machine the run uses: a local Ray's size, and under kind = 'local' the fast "
+                    "trainer's workers (results do not depend on them); 0 = all of this machine",
+    )
     block_models: int = Field(default=0, ge=0, description="fast trainer: models per unit (blocks k*B .. k*B+B-1); 0 = one unit")
     threads: int = Field(
         default=0, ge=0,
@@ -321,6 +332,18 @@ class ExecutorSettings(_Section):
     def unit_threads(self) -> int:
         """Torch threads per unit: ``threads``, else the CPUs a Ray task reserves."""
         return self.threads or max(1, math.ceil(self.num_cpus))
+
+    @property
+    def unit_workers(self) -> int:
+        """Fast trainer: threads that step shares of a unit's models, each on
+        :attr:`unit_threads` torch threads (``trainers.fast.train(workers=...)``; the
+        observations do not depend on it): the CPUs a unit may use, this machine's (or
+        ``local_cpus``) under ``kind = "local"``, a Ray task's ``num_cpus`` under ``"ray"``."""
+        if self.kind == "ray":
+            cpus = self.num_cpus
+        else:
+            cpus = self.local_cpus or _machine_cpus()
+        return max(1, int((cpus or 1) // self.unit_threads))
 
     @model_validator(mode="after")
     def _ray_only(self) -> "ExecutorSettings":

@@ -209,33 +209,62 @@ class StackedMLP:
         output is computed row by row, so its bits do not depend on the chunk (tested)."""
         return max(64, budget // (self.n_models * max(self.shape.widths[1:])))
 
-    def logits(self, x: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+    def logits(self, x: torch.Tensor, chunk: int | None = None, *, workers: int = 1) -> torch.Tensor:
         """Logits of every model on shared queries, ``chunk`` queries at a time (default
         :meth:`query_chunk`), written into one output tensor: the chunks are never held twice.
 
         Args:
             x: ``float[N, d]``.
+            workers: threads, each computing a contiguous share of the models (the same
+                values: every model's products are computed alone, tested).
         Returns:
             ``float[K, N, c]``.
         """
-        chunk = chunk or self.query_chunk()
-        out = None
-        for s in range(0, x.shape[0], chunk):
-            z = self._outputs(x[s : s + chunk])
-            if out is None:
-                out = torch.empty((z.shape[0], x.shape[0], z.shape[2]), dtype=z.dtype, device=z.device)
-            out[:, s : s + chunk] = z
-        if out is None:  # no queries
+        if not x.shape[0]:  # no queries
             return self._outputs(x)
+        out = torch.empty((self.n_models, x.shape[0], self.shape.widths[-1]), dtype=self.dtype, device=self.weights[0].device)
+
+        def fill(models: slice) -> None:
+            share = self if models == slice(0, self.n_models) else self.select(models)
+            step = chunk or share.query_chunk()
+            for s in range(0, x.shape[0], step):
+                out[models, s : s + step] = share._outputs(x[s : s + step])
+
+        self._over_shares(fill, workers)
         return out
 
-    def predict(self, x: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+    def predict(self, x: torch.Tensor, chunk: int | None = None, *, workers: int = 1) -> torch.Tensor:
         """``int64[K, N]``: each model's predicted class, ``logits(x).argmax(-1)`` computed
         chunk by chunk (the same values, without the ``[K, N, c]`` logits in memory)."""
-        chunk = chunk or self.query_chunk()
         if not x.shape[0]:
             return self._outputs(x).argmax(-1)
-        return torch.cat([self._outputs(x[s : s + chunk]).argmax(-1) for s in range(0, x.shape[0], chunk)], dim=1)
+        out = torch.empty((self.n_models, x.shape[0]), dtype=torch.long, device=self.weights[0].device)
+
+        def fill(models: slice) -> None:
+            share = self if models == slice(0, self.n_models) else self.select(models)
+            step = chunk or share.query_chunk()
+            for s in range(0, x.shape[0], step):
+                out[models, s : s + step] = share._outputs(x[s : s + step]).argmax(-1)
+
+        self._over_shares(fill, workers)
+        return out
+
+    def _over_shares(self, fill, workers: int) -> None:
+        """``fill(models)`` for contiguous shares of the models, on up to ``workers`` threads."""
+        if int(workers) != workers or workers < 1:
+            raise InputError(f"workers={workers!r}: expected an integer >= 1")
+        bounds = [0, *(int(p[-1]) + 1 for p in torch.arange(self.n_models).tensor_split(min(int(workers), self.n_models)))]
+        shares = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+        if len(shares) == 1:
+            fill(shares[0])
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(len(shares) - 1, thread_name_prefix="stacked-mlp") as pool:
+            futures = [pool.submit(fill, share) for share in shares[1:]]
+            fill(shares[0])
+            for future in futures:
+                future.result()
 
     def _outputs(self, x: torch.Tensor) -> torch.Tensor:
         """``forward(x)[-1]`` keeping one layer's activations at a time (ReLU in place): the

@@ -78,13 +78,28 @@ def poisson_batch(subsets: Subsets, rates: torch.Tensor, generators: Sequence[to
         rates: ``float[K]`` inclusion probabilities ``q_k``.
         generators: one per model; model ``k`` consumes ``m_k`` uniforms from its own.
     """
+    return pad_batches(draw_batches(subsets, rates, generators))
+
+
+def draw_batches(subsets: Subsets, rates: torch.Tensor, generators: Sequence[torch.Generator]) -> list[torch.Tensor]:
+    """Each model's Poisson batch, ``long[b_k]`` record indices in ascending order (the
+    draws :func:`poisson_batch` makes, before padding)."""
     picked = []
     for k, g in enumerate(generators):
         m = int(subsets.counts[k])
         chosen = torch.rand(m, generator=g) < float(rates[k])
         picked.append(subsets.members[k, :m][chosen])
+    return picked
+
+
+def pad_batches(picked: Sequence[torch.Tensor], width: int | None = None) -> PoissonBatch:
+    """The batches ``picked`` padded to ``width`` (default: the largest, at least 1)."""
     sizes = torch.tensor([len(p) for p in picked], dtype=torch.long)
-    width = max(1, int(sizes.max()) if len(picked) else 0)
+    largest = int(sizes.max()) if len(picked) else 0
+    if width is None:
+        width = max(1, largest)
+    elif width < largest:
+        raise InputError(f"width={width}: expected at least the largest batch, {largest}")
     mask = torch.arange(width).unsqueeze(0) < sizes.unsqueeze(1)
     index = torch.zeros(len(picked), width, dtype=torch.long)
     index[mask] = torch.cat(picked) if picked else index[mask]  # row-major, as cat

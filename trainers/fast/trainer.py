@@ -27,7 +27,7 @@ from audit.errors import InputError
 from trainers.fast.ensemble import MLPShape, StackedMLP
 from trainers.fast.hooks import GradientRows, StepHooks
 from trainers.fast.norms import per_sample_sq_norms, weighted_grad_sum
-from trainers.fast.sampling import Subsets, poisson_batch
+from trainers.fast.sampling import Subsets, draw_batches, pad_batches
 from trainers.fast.spec import CORRECT, StepSpec
 
 CLIP_EPS = 1e-6
@@ -413,6 +413,7 @@ def train(
     generator: torch.Generator | Sequence[torch.Generator],
     hooks: StepHooks = StepHooks(),
     noise_threads: int = 1,
+    workers: int = 1,
 ) -> TrainResult:
     """Train K models, model ``k`` on records ``keep[k]``, for ``steps`` steps.
 
@@ -427,8 +428,15 @@ def train(
             generators. Model ``k`` uses only generator ``k`` (initialisation, then per
             step its Poisson draw and its noise), so it equals model 0 of a K = 1 run
             given that generator.
-        hooks: canary hooks.
+        hooks: canary hooks (they see all K models: with hooks the models step as one
+            share, whatever ``workers`` says).
         noise_threads: see :class:`FastDPSGD`; the result does not depend on it.
+        workers: Python threads, each stepping a contiguous share of the models (its
+            own Poisson draws, gather, step and noise; torch releases the GIL in each
+            operation). Every share pads its batches to the width of the largest batch of
+            all K models, as one share would, so the result does not depend on
+            ``workers`` (bit-identical at one torch thread, tested). Pays off with torch
+            on one thread per worker (``torch.set_num_threads(1)``), one worker per core.
     """
     if x.dim() != 2 or x.shape[1] != shape.widths[0] or not x.is_floating_point():
         raise InputError(f"x has shape {tuple(x.shape)} and dtype {x.dtype}: expected float[n, {shape.widths[0]}]")
@@ -439,32 +447,85 @@ def train(
         raise InputError(f"keep has shape {tuple(keep.shape)}: expected bool[models, {n}]")
     if int(steps) != steps or steps < 0:
         raise InputError(f"steps={steps!r}: expected an integer >= 0")
+    if int(workers) != workers or workers < 1:
+        raise InputError(f"workers={workers!r}: expected an integer >= 1")
     n_models = keep.shape[0]
     gens = spawn_generators(generator, n_models) if isinstance(generator, torch.Generator) else list(generator)
     if len(gens) != n_models:
         raise InputError(f"got {len(gens)} generators: expected one per model ({n_models})")
-    subsets = Subsets.from_keep(keep)
-    rates = subsets.sample_rates(config.expected_batch_size)
-    trainer = FastDPSGD(StackedMLP.init(shape, gens, dtype=x.dtype), config, hooks, noise_threads=noise_threads)
+    if hooks.extra_rows is not None or hooks.watch is not None:
+        workers = 1
+    parts = [p.tolist() for p in torch.arange(n_models).tensor_split(max(1, min(int(workers), n_models)))]
+    shares = [_Share(x, y, keep[p], shape, config, [gens[k] for k in p], hooks, noise_threads) for p in parts]
     sizes, losses, watched = [], [], []
-    buffer = torch.empty(0, x.shape[1], dtype=x.dtype)  # the gathered batch, kept across steps
-    for _ in range(steps):
-        batch = poisson_batch(subsets, rates, gens)
-        # index_select into a kept buffer: the same copy as x[batch.index] without the
-        # advanced-indexing path or a fresh K x B x d allocation each step
-        index = batch.index.view(-1)
-        if len(index) > len(buffer):
-            buffer = torch.empty(int(len(index) * 1.25), x.shape[1], dtype=x.dtype)
-        rows = torch.index_select(x, 0, index, out=buffer[: len(index)])
-        out = trainer.step(rows.view(*batch.index.shape, -1), y[batch.index], batch.mask, noise_generators=gens)
-        sizes.append(out.batch_sizes)
-        losses.append(out.losses)
-        if out.watched is not None:
-            watched.append(out.watched)
+    with _ShareRunner(len(shares)) as run:
+        for _ in range(steps):
+            picked = run([share.draw for share in shares])
+            width = max(1, max((len(b) for batches in picked for b in batches), default=0))
+            outs = run([lambda share=share, batches=batches: share.step(batches, width)
+                        for share, batches in zip(shares, picked)])
+            sizes.append(torch.cat([o.batch_sizes for o in outs]))
+            losses.append(torch.cat([o.losses for o in outs]))
+            if outs[0].watched is not None:  # hooks: one share
+                watched.append(outs[0].watched)
+    models = [share.trainer.model for share in shares]
+    model = models[0] if len(models) == 1 else StackedMLP(
+        shape, [torch.cat(ws) for ws in zip(*(m.weights for m in models))],
+        [torch.cat(bs) for bs in zip(*(m.biases for m in models))])
     empty_k = torch.zeros(0, n_models)
     return TrainResult(
-        model=trainer.model,
+        model=model,
         batch_sizes=torch.stack(sizes) if sizes else empty_k.long(),
         losses=torch.stack(losses) if losses else empty_k,
         watched=torch.stack(watched) if watched else None,
     )
+
+
+class _Share:
+    """The models a worker of :func:`train` steps: their subsets, generators and trainer."""
+
+    def __init__(self, x, y, keep, shape, config, generators, hooks, noise_threads):
+        self.x, self.y, self.generators = x, y, generators
+        self.subsets = Subsets.from_keep(keep)
+        self.rates = self.subsets.sample_rates(config.expected_batch_size)
+        self.trainer = FastDPSGD(StackedMLP.init(shape, generators, dtype=x.dtype), config, hooks,
+                                 noise_threads=noise_threads)
+        self.buffer = torch.empty(0, x.shape[1], dtype=x.dtype)  # the gathered batch, kept across steps
+
+    def draw(self) -> list[torch.Tensor]:
+        """This step's Poisson batches of the share's models."""
+        return draw_batches(self.subsets, self.rates, self.generators)
+
+    def step(self, batches: list[torch.Tensor], width: int) -> StepOutput:
+        """One step on ``batches`` padded to ``width``."""
+        batch = pad_batches(batches, width)
+        # index_select into a kept buffer: the same copy as x[batch.index] without the
+        # advanced-indexing path or a fresh K x B x d allocation each step
+        index = batch.index.view(-1)
+        if len(index) > len(self.buffer):
+            self.buffer = torch.empty(int(len(index) * 1.25), self.x.shape[1], dtype=self.x.dtype)
+        rows = torch.index_select(self.x, 0, index, out=self.buffer[: len(index)])
+        return self.trainer.step(rows.view(*batch.index.shape, -1), self.y[batch.index], batch.mask,
+                                 noise_generators=self.generators)
+
+
+class _ShareRunner:
+    """Calls one function per share and returns their results in order: inline for one
+    share; else the calling thread runs the first and a pool kept across steps the rest."""
+
+    def __init__(self, n: int):
+        self.pool = ThreadPoolExecutor(n - 1, thread_name_prefix="fast-train") if n > 1 else None
+
+    def __enter__(self) -> "_ShareRunner":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+
+    def __call__(self, calls):
+        if self.pool is None:
+            return [call() for call in calls]
+        futures = [self.pool.submit(call) for call in calls[1:]]
+        first = calls[0]()
+        return [first, *(f.result() for f in futures)]
