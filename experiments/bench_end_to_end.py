@@ -12,9 +12,8 @@ the configuration is built here as :mod:`experiments.performance` builds its own
 One process runs, in order: the float32 matmul peak (best ``2048 x 2048`` product,
 :func:`experiments.bench_trainers.matmul_peak_flops`, on torch's default threads), the
 audit at K = 18, the audit at K = 64, the DP-SGD audit at K = 18, the matmul peak again. The peak is the better of the
-two measurements. The pipeline trains on ``executor.threads`` torch threads (default: one
-per unit, so observations do not depend on the executor); the peak on that many threads
-is measured beside it, and the training's share of it reported too.
+two measurements. The pipeline trains on ``executor.unit_workers`` workers of ``executor.threads`` torch
+threads each (default: one thread, one worker per CPU; the workers change no number).
 
 - **Matmul-bound time** of an audit's training: 6 FLOP per weight per example (forward,
   input and weight gradients: issue 18's rule) times the examples the fast trainer
@@ -148,20 +147,6 @@ def training_work(s: Setting, k: int, report: dict) -> dict:
             "flops_needed": shape.matmul_flops_per_example() * examples}
 
 
-def peak_on_threads(s: Setting, threads: int) -> float:
-    """The matmul peak on ``threads`` torch threads (restored after)."""
-    import torch
-
-    from experiments.bench_trainers import matmul_peak_flops
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        return matmul_peak_flops(repeats=s.peak_repeats, size=s.peak_size)
-    finally:
-        torch.set_num_threads(before)
-
-
 def run_one(s: Setting, k: int, *, private: bool = False) -> dict:
     """One audit at K = ``k`` models: wall-clock, stage timings, peak RSS, AUCs."""
     from audit.config import parse_config
@@ -179,7 +164,7 @@ def run_one(s: Setting, k: int, *, private: bool = False) -> dict:
     observed = s.canaries + s.population
     return {
         "models": k, "private": private, "wall_s": wall, "timings": report["timings"], "work": training_work(s, k, report),
-        "train_threads": config.executor.unit_threads,
+        "train_threads": config.executor.unit_threads, "train_workers": config.executor.unit_workers,
         "peak_rss_mib": peak, "peak_rss_reset": reset, "rss_before_mib": rss_before,
         "peak_above_start_mib": peak - rss_before,
         "observations_mib": k * observed * 100 * 4 / 2**20,  # float32 logits[K, records, 1 query, 100 classes]
@@ -188,9 +173,8 @@ def run_one(s: Setting, k: int, *, private: bool = False) -> dict:
     }
 
 
-def derive(audit: dict, peak_flops: float, train_peak_flops: float) -> dict:
-    """Ratios of one audit against the matmul-bound time of its training (``peak_flops``),
-    and its training's share of the peak on the threads it trains on (``train_peak_flops``)."""
+def derive(audit: dict, peak_flops: float) -> dict:
+    """Ratios of one audit against the matmul-bound time of its training at ``peak_flops``."""
     t = audit["timings"]
     bound = audit["work"]["flops"] / peak_flops
     needed = audit["work"]["flops_needed"] / peak_flops
@@ -204,7 +188,6 @@ def derive(audit: dict, peak_flops: float, train_peak_flops: float) -> dict:
         "ratio_train_to_bound": t["train_s"] / bound,
         "train_fraction_of_peak": bound / t["train_s"],
         "train_fraction_of_peak_needed": needed / t["train_s"],
-        "train_fraction_of_peak_on_train_threads": audit["work"]["flops"] / train_peak_flops / t["train_s"],
         "analysis_s": analysis,
         "analysis_share": analysis / audit["wall_s"],
         "goal_ratio_met": audit["wall_s"] / bound <= GOAL_RATIO,
@@ -229,10 +212,9 @@ def run(s: Setting) -> dict:
     t0 = time.perf_counter()
     from audit.config import parse_config
 
-    train_threads = parse_config(audit_tree(s, s.models[0], Path("unused"))).executor.unit_threads
+    executor = parse_config(audit_tree(s, s.models[0], Path("unused"))).executor
     _progress("matmul peak (before)")
     peak_before = matmul_peak_flops(repeats=s.peak_repeats, size=s.peak_size)
-    train_peak_before = peak_on_threads(s, train_threads)
     audits = []
     for k in s.models:
         _progress(f"audit, K = {k}")
@@ -241,20 +223,17 @@ def run(s: Setting) -> dict:
         _progress(f"DP-SGD audit, K = {k}")
         audits.append(run_one(s, k, private=True))
     _progress("matmul peak (after)")
-    train_peak_after = peak_on_threads(s, train_threads)
     peak_after = matmul_peak_flops(repeats=s.peak_repeats, size=s.peak_size)
     peak = max(peak_before, peak_after)
-    train_peak = max(train_peak_before, train_peak_after)
     for a in audits:
-        a.update(derive(a, peak, train_peak))
+        a.update(derive(a, peak))
     return {
         "setting": asdict(s),
         "matmul_peak_gflops": peak / 1e9,
         "matmul_peak_before_gflops": peak_before / 1e9,
         "matmul_peak_after_gflops": peak_after / 1e9,
-        "train_threads": train_threads,
-        "matmul_peak_train_threads_gflops": train_peak / 1e9,
-        "matmul_peak_train_threads_before_after_gflops": [train_peak_before / 1e9, train_peak_after / 1e9],
+        "train_threads": executor.unit_threads,
+        "train_workers": executor.unit_workers,
         "audits": audits,
         "privacy_meter_s": PRIVACY_METER_S,
         "total_s": time.perf_counter() - t0,
@@ -352,9 +331,9 @@ def markdown(res: dict, quick: bool) -> str:
         "first, weight gradients: 4.3 instead of 6 per weight for this MLP, as `bench_trainers` counts), a bound "
         "1.4x tighter. Training's fraction of the peak = its matmul-bound time / its stage time, both ways. The "
         "goals are judged both ways; the first is the issue's own definition. The audit trains on "
-        f"{res['train_threads']} torch thread(s) (`executor.threads`, default one per unit); the peak on that many: "
-        + " / ".join(f"{g:.1f}" for g in res["matmul_peak_train_threads_before_after_gflops"])
-        + " GFLOP/s before / after.",
+        f"{res['train_workers']} worker(s) of {res['train_threads']} torch thread(s) each (`executor.unit_workers`: "
+        "this machine's CPUs over `executor.threads`, default 1; the workers step shares of the models and change no "
+        "number, the thread count changes float sums).",
         "",
         "| training | K | wall-clock | data / train / attacks / stats (s) | matmul-bound (needed FLOPs) "
         "| wall / bound (goal 2.2x); needed FLOPs | training at % of peak (goal 60%, DP-SGD 45%); needed FLOPs "
