@@ -211,7 +211,8 @@ class StackedMLP:
 
     def logits(self, x: torch.Tensor, chunk: int | None = None, *, workers: int = 1) -> torch.Tensor:
         """Logits of every model on shared queries, ``chunk`` queries at a time (default
-        :meth:`query_chunk`), written into one output tensor: the chunks are never held twice.
+        :meth:`query_chunk`, the budget split between the workers), written into one output
+        tensor: the chunks are never held twice.
 
         Args:
             x: ``float[N, d]``.
@@ -223,14 +224,7 @@ class StackedMLP:
         if not x.shape[0]:  # no queries
             return self._outputs(x)
         out = torch.empty((self.n_models, x.shape[0], self.shape.widths[-1]), dtype=self.dtype, device=self.weights[0].device)
-
-        def fill(models: slice) -> None:
-            share = self if models == slice(0, self.n_models) else self.select(models)
-            step = chunk or share.query_chunk()
-            for s in range(0, x.shape[0], step):
-                out[models, s : s + step] = share._outputs(x[s : s + step])
-
-        self._over_shares(fill, workers)
+        self._by_shares(x, chunk, workers, lambda models, s, z: out[models, s : s + z.shape[1]].copy_(z))
         return out
 
     def predict(self, x: torch.Tensor, chunk: int | None = None, *, workers: int = 1) -> torch.Tensor:
@@ -239,30 +233,31 @@ class StackedMLP:
         if not x.shape[0]:
             return self._outputs(x).argmax(-1)
         out = torch.empty((self.n_models, x.shape[0]), dtype=torch.long, device=self.weights[0].device)
-
-        def fill(models: slice) -> None:
-            share = self if models == slice(0, self.n_models) else self.select(models)
-            step = chunk or share.query_chunk()
-            for s in range(0, x.shape[0], step):
-                out[models, s : s + step] = share._outputs(x[s : s + step]).argmax(-1)
-
-        self._over_shares(fill, workers)
+        self._by_shares(x, chunk, workers, lambda models, s, z: out[models, s : s + z.shape[1]].copy_(z.argmax(-1)))
         return out
 
-    def _over_shares(self, fill, workers: int) -> None:
-        """``fill(models)`` for contiguous shares of the models, on up to ``workers`` threads."""
+    def _by_shares(self, x: torch.Tensor, chunk: int | None, workers: int, write) -> None:
+        """``write(models, start, logits)`` for every chunk of queries of every contiguous
+        share of the models, the shares on up to ``workers`` threads."""
         if int(workers) != workers or workers < 1:
             raise InputError(f"workers={workers!r}: expected an integer >= 1")
         bounds = [0, *(int(p[-1]) + 1 for p in torch.arange(self.n_models).tensor_split(min(int(workers), self.n_models)))]
         shares = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+
+        def run(models: slice) -> None:
+            share = self if len(shares) == 1 else self.select(models)
+            step = chunk or share.query_chunk(QUERY_CHUNK_VALUES // len(shares))
+            for s in range(0, x.shape[0], step):
+                write(models, s, share._outputs(x[s : s + step]))
+
         if len(shares) == 1:
-            fill(shares[0])
+            run(shares[0])
             return
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(len(shares) - 1, thread_name_prefix="stacked-mlp") as pool:
-            futures = [pool.submit(fill, share) for share in shares[1:]]
-            fill(shares[0])
+            futures = [pool.submit(run, share) for share in shares[1:]]
+            run(shares[0])
             for future in futures:
                 future.result()
 
