@@ -67,3 +67,20 @@ def test_fdp_estimate_is_calibrated_on_a_gaussian_mechanism():
         top = order[:100]
         above += fdp_one_run_estimate(m, 100, int(members[top].sum()), delta=delta).value > true_eps
     assert above <= 6  # P[Bin(40, 0.05) > 6] < 0.02
+
+
+def test_scalar_normal_functions_are_stats_norms_bits():
+    """The estimates call scipy.special's ndtr / ndtri / log_ndtr on scalars for speed:
+    the very functions stats.norm evaluates, so every value is bit-identical to it."""
+    import numpy as np
+    from scipy import stats
+
+    from audit.stats import estimates
+
+    xs = np.concatenate([np.linspace(-40, 40, 2001), [-1e-300, 0.0, 1e-300, 37.5, -37.5]])
+    qs = np.concatenate([np.linspace(0, 1, 2001), np.logspace(-300, -1, 300), 1 - np.logspace(-16, -1, 100)])
+    for x in xs:
+        assert float(estimates._cdf(x)) == float(stats.norm.cdf(x))
+        assert float(estimates._logcdf(x)) == float(stats.norm.logcdf(x))
+    for q in qs:
+        assert float(estimates._ppf(q)) == float(stats.norm.ppf(q))

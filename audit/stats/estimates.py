@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import optimize, special, stats
 
 from audit.stats import _validate
 from audit.stats.fdp import fdp_rejects
@@ -27,14 +27,18 @@ from audit.stats.result import ESTIMATE, EpsilonResult
 
 GAUSSIAN_ASSUMPTION = "assumes the mechanism's trade-off curve is Gaussian (mu-GDP); an estimate, not a guaranteed bound"
 _norm = stats.norm
+# The standard normal's cdf, quantile and log-cdf on scalars: the functions stats.norm
+# calls (bit-identical, tested), without its per-call argument handling (about 30x the
+# time; the one-run estimate makes some 15,000 such calls).
+_cdf, _ppf, _logcdf = special.ndtr, special.ndtri, special.log_ndtr
 
 
 def delta_for_gdp(mu: float, eps: float) -> float:
     """delta(eps) of a mu-GDP mechanism (Dong, Roth & Su 2019, Corollary 2.13)."""
     if mu <= 0:
         return 0.0
-    log_a = _norm.logcdf(-eps / mu + mu / 2)
-    log_b = eps + _norm.logcdf(-eps / mu - mu / 2)
+    log_a = float(_logcdf(-eps / mu + mu / 2))
+    log_b = eps + float(_logcdf(-eps / mu - mu / 2))
     if log_b >= log_a:
         return 0.0
     return float(math.exp(log_a) * -math.expm1(log_b - log_a))
@@ -98,7 +102,7 @@ def _fdp_rejects(mu: float, m: int, r: int, v: int, significance: float) -> bool
     (:func:`audit.stats.fdp.fdp_rejects` with the Gaussian curve: f(1 - x) = Phi(Phi^-1(x) - mu))."""
 
     def blow_up_inverse(x: float) -> float:
-        return float(_norm.cdf(_norm.ppf(x) - mu)) if x > 0 else 0.0
+        return float(_cdf(_ppf(x) - mu)) if x > 0 else 0.0
 
     return fdp_rejects(blow_up_inverse, m, r, v, significance)
 
