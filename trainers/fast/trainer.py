@@ -24,7 +24,7 @@ from typing import Optional, Sequence
 import torch
 
 from audit.errors import InputError
-from trainers.fast.ensemble import MLPShape, StackedMLP
+from trainers.fast.ensemble import MLPShape, StackedMLP, thread_pool
 from trainers.fast.hooks import GradientRows, StepHooks
 from trainers.fast.norms import per_sample_sq_norms, weighted_grad_sum
 from trainers.fast.sampling import Subsets, draw_batches, pad_batches
@@ -186,7 +186,7 @@ class FastDPSGD:
             # each generator draws serially; torch releases the GIL while drawing. The
             # calling thread draws one share itself; a pool kept across steps the rest.
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.noise_threads - 1, thread_name_prefix="fast-dpsgd-noise")
+                self._pool = thread_pool(self.noise_threads - 1, "fast-dpsgd-noise")
             others = [self._pool.submit(draw, range(i, len(generators), n)) for i in range(1, n)]
             draw(range(0, len(generators), n))
             for future in others:
@@ -514,7 +514,7 @@ class _ShareRunner:
     share; else the calling thread runs the first and a pool kept across steps the rest."""
 
     def __init__(self, n: int):
-        self.pool = ThreadPoolExecutor(n - 1, thread_name_prefix="fast-train") if n > 1 else None
+        self.pool = thread_pool(n - 1, "fast-train") if n > 1 else None
 
     def __enter__(self) -> "_ShareRunner":
         return self
