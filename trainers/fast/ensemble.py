@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from audit.errors import InputError
+from trainers.fast.shares import ShareRunner, share_slices
 
 
 @dataclass(frozen=True)
@@ -91,17 +92,6 @@ class MLPShape:
                 layers.append(nn.ReLU())
             layers.append(nn.Linear(i, o))
         return nn.Sequential(*layers)
-
-
-def thread_pool(workers: int, prefix: str):
-    """A ``ThreadPoolExecutor`` whose threads compute on the caller's torch thread count.
-    A new thread's OpenMP default is every core, so without this each worker's operations
-    would oversubscribe the cores (measured, 2 workers at one torch thread each: 19.3 ->
-    15.7 ms a step)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    return ThreadPoolExecutor(workers, thread_name_prefix=prefix, initializer=torch.set_num_threads,
-                              initargs=(torch.get_num_threads(),))
 
 
 QUERY_CHUNK_VALUES = 1 << 23
@@ -252,8 +242,7 @@ class StackedMLP:
         share of the models, the shares on up to ``workers`` threads."""
         if int(workers) != workers or workers < 1:
             raise InputError(f"workers={workers!r}: expected an integer >= 1")
-        bounds = [0, *(int(p[-1]) + 1 for p in torch.arange(self.n_models).tensor_split(min(int(workers), self.n_models)))]
-        shares = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+        shares = share_slices(self.n_models, workers)
 
         def run(models: slice) -> None:
             share = self if len(shares) == 1 else self.select(models)
@@ -261,14 +250,8 @@ class StackedMLP:
             for s in range(0, x.shape[0], step):
                 write(models, s, share._outputs(x[s : s + step]))
 
-        if len(shares) == 1:
-            run(shares[0])
-            return
-        with thread_pool(len(shares) - 1, "stacked-mlp") as pool:
-            futures = [pool.submit(run, share) for share in shares[1:]]
-            run(shares[0])
-            for future in futures:
-                future.result()
+        with ShareRunner(len(shares), "stacked-mlp") as runner:
+            runner([lambda models=models: run(models) for models in shares])
 
     def _outputs(self, x: torch.Tensor) -> torch.Tensor:
         """``forward(x)[-1]`` keeping one layer's activations at a time (ReLU in place): the

@@ -24,10 +24,11 @@ from typing import Optional, Sequence
 import torch
 
 from audit.errors import InputError
-from trainers.fast.ensemble import MLPShape, StackedMLP, thread_pool
+from trainers.fast.ensemble import MLPShape, StackedMLP
 from trainers.fast.hooks import GradientRows, StepHooks
 from trainers.fast.norms import per_sample_sq_norms, weighted_grad_sum
 from trainers.fast.sampling import Subsets, draw_batches, pad_batches
+from trainers.fast.shares import ShareRunner, share_slices, thread_pool
 from trainers.fast.spec import CORRECT, StepSpec
 
 CLIP_EPS = 1e-6
@@ -455,10 +456,9 @@ def train(
         raise InputError(f"got {len(gens)} generators: expected one per model ({n_models})")
     if hooks.extra_rows is not None or hooks.watch is not None:
         workers = 1
-    parts = [p.tolist() for p in torch.arange(n_models).tensor_split(max(1, min(int(workers), n_models)))]
-    shares = [_Share(x, y, keep[p], shape, config, [gens[k] for k in p], hooks, noise_threads) for p in parts]
+    shares = [_Share(x, y, keep[p], shape, config, gens[p], hooks, noise_threads) for p in share_slices(n_models, workers)]
     sizes, losses, watched = [], [], []
-    with _ShareRunner(len(shares)) as run:
+    with ShareRunner(len(shares), "fast-train") as run:
         for _ in range(steps):
             picked = run([share.draw for share in shares])
             width = max(1, max((len(b) for batches in picked for b in batches), default=0))
@@ -507,25 +507,3 @@ class _Share:
         rows = torch.index_select(self.x, 0, index, out=self.buffer[: len(index)])
         return self.trainer.step(rows.view(*batch.index.shape, -1), self.y[batch.index], batch.mask,
                                  noise_generators=self.generators)
-
-
-class _ShareRunner:
-    """Calls one function per share and returns their results in order: inline for one
-    share; else the calling thread runs the first and a pool kept across steps the rest."""
-
-    def __init__(self, n: int):
-        self.pool = thread_pool(n - 1, "fast-train") if n > 1 else None
-
-    def __enter__(self) -> "_ShareRunner":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True)
-
-    def __call__(self, calls):
-        if self.pool is None:
-            return [call() for call in calls]
-        futures = [self.pool.submit(call) for call in calls[1:]]
-        first = calls[0]()
-        return [first, *(f.result() for f in futures)]
