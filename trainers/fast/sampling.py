@@ -85,9 +85,8 @@ def draw_batches(subsets: Subsets, rates: torch.Tensor, generators: Sequence[tor
     """Each model's Poisson batch, ``long[b_k]`` record indices in ascending order (the
     draws :func:`poisson_batch` makes, before padding)."""
     picked = []
-    for k, g in enumerate(generators):
-        m = int(subsets.counts[k])
-        chosen = torch.rand(m, generator=g) < float(rates[k])
+    for k, (g, m, q) in enumerate(zip(generators, subsets.counts.tolist(), rates.tolist())):
+        chosen = torch.rand(m, generator=g) < q
         picked.append(subsets.members[k, :m][chosen])
     return picked
 

@@ -100,7 +100,7 @@ def _forward_backward(model: StackedMLP, x: torch.Tensor, y: torch.Tensor, mask:
     for l, (w, b) in enumerate(zip(model.weights, model.biases)):
         z = torch.baddbmm(b.unsqueeze(1), inputs[-1], w.transpose(1, 2))
         if l + 1 < len(model.weights):
-            inputs.append(torch.relu(z))
+            inputs.append(torch.relu_(z))  # in place: the pre-activation is not needed again
     logp = torch.log_softmax(z, dim=-1)
     losses = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)
     # d CE / d logits = softmax - onehot
@@ -350,7 +350,7 @@ class FastDPSGD:
             for p, zz in zip(self.model.weights + self.model.biases, z[0] + z[1]):
                 p.addcmul_(zz, s_k.view((-1,) + (1,) * (p.dim() - 1)))
         for w, b, a, g in zip(self.model.weights, self.model.biases, inputs, grads):
-            wg = g * weights
+            wg = g.mul_(weights)  # in place: the gradient is not needed again
             w.baddbmm_(wg.transpose(1, 2), a, alpha=-cfg.lr)
             b.sub_(wg.sum(1), alpha=cfg.lr)
         return (losses * mask).sum(1) / mask.sum(1).to(x.dtype)
