@@ -93,10 +93,13 @@ def require_in_out_targets(
     for row in range(targets.size):
         for word, m in missing.items():
             if m[row]:
-                raise InputError(
-                    f"{method}: {int(m[row])} records have no {word} shadow model "
-                    f"({k - 1} shadows); {method} needs one per record"
-                )
+                raise _no_shadow(method, int(m[row]), word, k - 1)
+
+
+def _no_shadow(method: str, missing: int, word: str, shadows: int) -> InputError:
+    """The error of :func:`require_in_out` (and its many-target form) for ``missing`` records."""
+    return InputError(f"{method}: {missing} records have no {word} shadow model ({shadows} shadows); "
+                      f"{method} needs one per record")
 
 
 def require_logits(observations: Observations, method: str) -> np.ndarray:
@@ -150,10 +153,7 @@ def require_in_out(
         if needed:
             missing = int(((count == 0) & audited).sum())
             if missing:
-                raise InputError(
-                    f"{method}: {missing} records have no {word} shadow model "
-                    f"({shadows.size} shadows); {method} needs one per record"
-                )
+                raise _no_shadow(method, missing, word, shadows.size)
     return keep
 
 

@@ -17,7 +17,6 @@ a noise generator in the same state the fast step reproduces Opacus.
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
@@ -28,7 +27,7 @@ from trainers.fast.ensemble import MLPShape, StackedMLP
 from trainers.fast.hooks import GradientRows, StepHooks
 from trainers.fast.norms import per_sample_sq_norms, weighted_grad_sum
 from trainers.fast.sampling import Subsets, draw_batches, pad_batches
-from trainers.fast.shares import ShareRunner, share_slices, thread_pool
+from trainers.fast.shares import ShareRunner, share_slices
 from trainers.fast.spec import CORRECT, StepSpec
 
 CLIP_EPS = 1e-6
@@ -153,7 +152,7 @@ class FastDPSGD:
         self._momentum: Optional[list[torch.Tensor]] = None
         self._fixed_noise: Optional[tuple[list[torch.Tensor], list[torch.Tensor]]] = None
         self._noise_buffer: Optional[tuple[list[torch.Tensor], list[torch.Tensor]]] = None
-        self._pool: Optional[ThreadPoolExecutor] = None
+        self._noise_runner: Optional[ShareRunner] = None
         if hooks.watch is not None:
             watch = hooks.watch
             if watch.dim() != 1 or watch.dtype != torch.long or (watch.numel() and (watch.min() < 0 or watch.max() >= model.shape.n_params)):
@@ -186,12 +185,9 @@ class FastDPSGD:
         else:
             # each generator draws serially; torch releases the GIL while drawing. The
             # calling thread draws one share itself; a pool kept across steps the rest.
-            if self._pool is None:
-                self._pool = thread_pool(self.noise_threads - 1, "fast-dpsgd-noise")
-            others = [self._pool.submit(draw, range(i, len(generators), n)) for i in range(1, n)]
-            draw(range(0, len(generators), n))
-            for future in others:
-                future.result()
+            if self._noise_runner is None:
+                self._noise_runner = ShareRunner(self.noise_threads, "fast-dpsgd-noise")
+            self._noise_runner([lambda i=i: draw(range(i, len(generators), n)) for i in range(n)])
         return zw, zb
 
     def clipped_sum(
