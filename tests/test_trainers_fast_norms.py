@@ -14,6 +14,7 @@ from torch.func import functional_call, grad, vmap
 
 from audit.errors import InputError
 from trainers.fast import MLPShape, StackedMLP, per_sample_sq_norms, weighted_grad_sum
+from trainers.fast.batch import RaggedBatch
 from trainers.fast.trainer import _forward_backward
 
 torch.set_num_threads(1)
@@ -33,26 +34,29 @@ def _naive_per_sample_grads(module: nn.Module, x: torch.Tensor, y: torch.Tensor)
 @settings(max_examples=15, deadline=None)
 @given(
     widths=st.lists(st.integers(1, 7), min_size=2, max_size=4),
-    n_models=st.integers(1, 3),
-    batch=st.integers(1, 6),
+    counts=st.lists(st.integers(0, 6), min_size=1, max_size=3),
     seed=st.integers(0, 2**31),
 )
-def test_norms_and_weighted_sums_equal_materialised_gradients(widths, n_models, batch, seed):
+def test_norms_and_weighted_sums_equal_materialised_gradients(widths, counts, seed):
+    """Ragged batches: model k's rows only, any batch sizes (empty ones too)."""
     shape = MLPShape(tuple(widths))
+    n_models, n = len(counts), sum(counts)
     g = torch.Generator().manual_seed(seed)
     model = StackedMLP.init(shape, [torch.Generator().manual_seed(seed + k) for k in range(n_models)], dtype=torch.float64)
-    x = torch.randn(n_models, batch, widths[0], generator=g, dtype=torch.float64)
-    y = torch.randint(0, widths[-1], (n_models, batch), generator=g)
-    mask = torch.ones(n_models, batch, dtype=torch.bool)
-    inputs, grads, _ = _forward_backward(model, x, y, mask)
+    batch = RaggedBatch(x=torch.randn(n, widths[0], generator=g, dtype=torch.float64),
+                        y=torch.randint(0, widths[-1], (n,), generator=g), counts=tuple(counts))
+    inputs, grads, _ = _forward_backward(model, batch)
     sq = per_sample_sq_norms(inputs, grads)
-    c = torch.rand(n_models, batch, generator=g, dtype=torch.float64)
-    gw, gb = weighted_grad_sum(inputs, grads, c)
+    c = torch.rand(n, generator=g, dtype=torch.float64)
+    gw, gb = weighted_grad_sum(inputs, grads, c, batch.counts)
     got = torch.cat([t for w, b in zip(gw, gb) for t in (w.reshape(n_models, -1), b)], dim=1)
-    for k in range(n_models):
-        per = _naive_per_sample_grads(model.to_module(k), x[k], y[k])
-        torch.testing.assert_close(sq[k], per.square().sum(1), rtol=1e-10, atol=1e-12)
-        torch.testing.assert_close(got[k], (c[k, :, None] * per).sum(0), rtol=1e-10, atol=1e-12)
+    for k, (xk, yk, sqk, ck) in enumerate(zip(batch.split(batch.x), batch.split(batch.y), batch.split(sq), batch.split(c))):
+        if not len(xk):  # an empty batch sums to zero
+            assert not got[k].any()
+            continue
+        per = _naive_per_sample_grads(model.to_module(k), xk, yk)
+        torch.testing.assert_close(sqk, per.square().sum(1), rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(got[k], (ck[:, None] * per).sum(0), rtol=1e-10, atol=1e-12)
 
 
 def test_stacked_forward_equals_sequential():

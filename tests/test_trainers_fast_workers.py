@@ -1,6 +1,6 @@
-"""Workers of the fast trainer: the models stepped in shares on Python threads (each share
-padded to the width of all K models' largest batch) are bit-identical to one share, for
-every step kind, and so are the logits and predictions computed by shares; the pipeline's
+"""Workers of the fast trainer: the models stepped in shares on Python threads are
+bit-identical to one share, for every step kind (a model reads only its own rows of each
+ragged batch, so it does not depend on the others), and so are the logits and predictions computed by shares; the pipeline's
 worker count follows the unit's CPUs."""
 
 from __future__ import annotations
@@ -67,10 +67,26 @@ def test_hooks_keep_one_share():
     assert a.watched is not None and torch.equal(a.watched, b.watched)
 
 
-def test_the_shares_pad_to_the_width_of_all_models():
-    """Why the shares are bit-identical: each pads to the largest batch of all K models.
-    A share padded to its own largest batch is not (the weight gradient's matmul sums over
-    the padded width in another order): the test that the width matters at all."""
+@pytest.mark.parametrize("cfg", [CFG, replace(CFG, noise_multiplier=0.0, spec=NON_PRIVATE)], ids=["dp", "non-private"])
+@pytest.mark.parametrize("shape", [SHAPE, MLPShape((40, 128, 100))], ids=["small", "audit-widths"])
+def test_a_model_does_not_depend_on_the_others(cfg, shape):
+    """Why the shares are bit-identical: model k reads only its own rows of each ragged
+    batch, so with generator k it trains exactly as model 0 of a K = 1 run, whatever the
+    other models' batch sizes. (Batches padded to the largest of the K models, as before,
+    fail this: the weight gradient's matmul then sums over the padded width.)"""
+    x, y, keep = _data(k=4)
+    y = y % shape.widths[-1]
+    gens = lambda: [torch.Generator().manual_seed(s) for s in range(4)]  # noqa: E731
+    together = train(x, y, keep, shape, cfg, steps=15, generator=gens())
+    assert len(set(together.batch_sizes[3].tolist())) > 1  # the batches differ in size
+    for k in range(4):
+        alone = train(x, y, keep[k : k + 1], shape, cfg, steps=15, generator=gens()[k : k + 1])
+        for p, q in zip(together.model.weights + together.model.biases, alone.model.weights + alone.model.biases):
+            assert torch.equal(p[k], q[0])
+        assert torch.equal(together.losses[:, k], alone.losses[:, 0])
+
+
+def test_padded_batches_are_checked():
     x, y, keep = _data()
     gens = [torch.Generator().manual_seed(s) for s in range(5)]
     from trainers.fast.sampling import Subsets, draw_batches

@@ -23,10 +23,11 @@ from typing import Optional, Sequence
 import torch
 
 from audit.errors import InputError
+from trainers.fast.batch import RaggedBatch, Workspace
 from trainers.fast.ensemble import MLPShape, StackedMLP
 from trainers.fast.hooks import GradientRows, StepHooks
 from trainers.fast.norms import per_sample_sq_norms, weighted_grad_sum
-from trainers.fast.sampling import Subsets, draw_batches, pad_batches
+from trainers.fast.sampling import Subsets, draw_batches
 from trainers.fast.shares import ShareRunner, share_slices
 from trainers.fast.spec import CORRECT, StepSpec
 
@@ -88,31 +89,62 @@ class StepOutput:
     watched: Optional[torch.Tensor]
 
 
-def _forward_backward(model: StackedMLP, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor):
-    """Layer inputs, per-sample output gradients of the (unreduced) cross-entropy, and
-    per-example losses. Padded rows get zero gradients.
+@dataclass(frozen=True)
+class _ModelViews:
+    """Per-model views of a :class:`StackedMLP`'s parameters, made once: ``w[l][k]``,
+    its transpose ``wt[l][k]`` and ``b[l][k]`` (updates are in place, so they stay valid;
+    unbinding and transposing afresh at every step costs more than a small matmul)."""
 
-    Shapes: ``x: float[K, B, d]``, ``y: long[K, B]``, ``mask: bool[K, B]``.
-    """
-    inputs = [x]
+    w: list[tuple[torch.Tensor, ...]]
+    wt: list[list[torch.Tensor]]
+    b: list[tuple[torch.Tensor, ...]]
+
+    @classmethod
+    def of(cls, model: StackedMLP) -> "_ModelViews":
+        w = [t.unbind(0) for t in model.weights]
+        return cls(w=w, wt=[[wk.t() for wk in layer] for layer in w], b=[t.unbind(0) for t in model.biases])
+
+
+def _forward_backward(model: StackedMLP, batch: RaggedBatch, workspace: Optional[Workspace] = None,
+                      views: Optional[_ModelViews] = None):
+    """Layer inputs ``[float[N, in_l]]``, per-sample output gradients of the (unreduced)
+    cross-entropy ``[float[N, out_l]]`` and per-example losses ``float[N]``, model ``k``
+    on its own rows of the ragged ``batch`` (one ``mm`` per model and layer). The
+    activations live in ``workspace`` (valid until its next use) when given; ``views``
+    are ``model``'s (made here when not given)."""
+    views = views if views is not None else _ModelViews.of(model)
+    counts = list(batch.counts)
+    n, layers = len(batch.x), len(model.weights)
+    take = workspace.take if workspace is not None else (lambda name, rows, cols: batch.x.new_empty(rows, cols))
+    inputs = [batch.x]
     z = None
-    for l, (w, b) in enumerate(zip(model.weights, model.biases)):
-        z = torch.baddbmm(b.unsqueeze(1), inputs[-1], w.transpose(1, 2))
-        if l + 1 < len(model.weights):
+    for l in range(layers):
+        z = take(f"z{l}", n, model.weights[l].shape[1])
+        for ak, zk, wt, bk in zip(inputs[-1].split(counts), z.split(counts), views.wt[l], views.b[l]):
+            torch.addmm(bk, ak, wt, out=zk)
+        if l + 1 < layers:
             inputs.append(torch.relu_(z))  # in place: the pre-activation is not needed again
     logp = torch.log_softmax(z, dim=-1)
-    losses = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)
+    y = batch.y.unsqueeze(-1)
+    losses = -logp.gather(-1, y).squeeze(-1)
     # d CE / d logits = softmax - onehot
     g = logp.exp_()
-    g.scatter_add_(-1, y.unsqueeze(-1), torch.full_like(losses, -1.0).unsqueeze(-1))
-    g.mul_(mask.unsqueeze(-1).to(g.dtype))
+    g.scatter_add_(-1, y, torch.full_like(losses, -1.0).unsqueeze(-1))
     grads = [g]
-    for l in range(len(model.weights) - 1, 0, -1):
-        # relu backward: zero where the relu output is 0
-        g = torch.ops.aten.threshold_backward(torch.bmm(g, model.weights[l]), inputs[l], 0)
+    for l in range(layers - 1, 0, -1):
+        back = take(f"g{l}", n, model.weights[l].shape[2])
+        for gk, bk, wk in zip(g.split(counts), back.split(counts), views.w[l]):
+            torch.mm(gk, wk, out=bk)
+        # relu backward: zero where the relu output is 0 (written over the input gradient)
+        g = torch.ops.aten.threshold_backward.grad_input(back, inputs[l], 0, grad_input=back)
         grads.append(g)
     grads.reverse()
     return inputs, grads, losses
+
+
+def _mean_losses(batch: RaggedBatch, losses: torch.Tensor) -> torch.Tensor:
+    """``float[K]``: each model's mean loss over its examples (nan if it has none)."""
+    return batch.per_model_sum(losses) / batch.sizes.to(losses.dtype)
 
 
 def _split_flat(shape: MLPShape, flat: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -153,6 +185,8 @@ class FastDPSGD:
         self._fixed_noise: Optional[tuple[list[torch.Tensor], list[torch.Tensor]]] = None
         self._noise_buffer: Optional[tuple[list[torch.Tensor], list[torch.Tensor]]] = None
         self._noise_runner: Optional[ShareRunner] = None
+        self._workspace: Optional[Workspace] = None  # the direct update's activations
+        self._views: Optional[_ModelViews] = None  # and per-model parameter views
         if hooks.watch is not None:
             watch = hooks.watch
             if watch.dim() != 1 or watch.dtype != torch.long or (watch.numel() and (watch.min() < 0 or watch.max() >= model.shape.n_params)):
@@ -202,38 +236,50 @@ class FastDPSGD:
             ``(dW_l: float[K, out, in], db_l: float[K, out], batch_sizes: long[K],
             losses: float[K])``.
         """
-        sizes = self._batch_sizes(mask, rows)
-        gw, gb, losses = self._summed(x, y, mask, rows, scale=None)
+        batch = self._ragged(x, y, mask)
+        sizes = self._batch_sizes(batch, rows)
+        gw, gb, losses = self._summed(batch, rows, scale=None)
         return gw, gb, sizes, losses
 
-    def _clip_weights(self, inputs, grads, mask: torch.Tensor) -> torch.Tensor:
-        """``float[K, B]``: ``min(1, C / (||g_i|| + 1e-6))`` under per-example clipping,
-        else 1; 0 on padding."""
-        weights = mask.to(inputs[0].dtype)
-        if self.config.spec.clipping == "per_example":
-            norms = per_sample_sq_norms(inputs, grads).sqrt_()
-            weights = weights * (self.config.max_grad_norm / (norms + CLIP_EPS)).clamp_(max=1.0)
-        return weights
+    def _ragged(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> RaggedBatch:
+        k = self.model.n_models
+        if x.dim() != 3 or x.shape[0] != k or y.shape != x.shape[:2] or mask.shape != x.shape[:2]:
+            raise InputError(
+                f"x {tuple(x.shape)}, y {tuple(y.shape)}, mask {tuple(mask.shape)}: "
+                f"expected float[{k}, B, d], long[{k}, B], bool[{k}, B]"
+            )
+        return RaggedBatch.from_padded(x, y, mask)
 
-    def _batch_sizes(self, mask: torch.Tensor, rows: Optional[GradientRows]) -> torch.Tensor:
-        sizes = mask.sum(1)
+    def _clip_weights(self, inputs, grads, x_sq: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
+        """``float[N]``: ``min(1, C / (||g_i|| + 1e-6))`` under per-example clipping, else
+        None (every weight 1). ``x_sq``: the inputs' squared row norms, when known."""
+        if self.config.spec.clipping != "per_example":
+            return None
+        norms = per_sample_sq_norms(inputs, grads, x_sq).sqrt_()
+        return (self.config.max_grad_norm / (norms + CLIP_EPS)).clamp_(max=1.0)
+
+    def _batch_sizes(self, batch: RaggedBatch, rows: Optional[GradientRows]) -> torch.Tensor:
+        sizes = batch.sizes
         if rows is not None and rows.model.numel():
             rows.validate(self.model.n_models, self.model.shape.n_params)
             sizes = sizes + torch.bincount(rows.model, minlength=self.model.n_models)
         return sizes
 
-    def _summed(self, x, y, mask, rows, scale: Optional[torch.Tensor]):
+    def _summed(self, batch: RaggedBatch, rows, scale: Optional[torch.Tensor]):
         """Clipped sum, times ``scale: float[K]`` per model when given (the
         normalisation folded into the clip weights: one pass fewer over the gradient).
         Per-batch clipping is applied here only when ``scale`` is None."""
         spec, c_max = self.config.spec, self.config.max_grad_norm
-        inputs, grads, losses = _forward_backward(self.model, x, y, mask)
-        weights = self._clip_weights(inputs, grads, mask)
+        dtype = batch.x.dtype
+        inputs, grads, losses = _forward_backward(self.model, batch)
+        weights = self._clip_weights(inputs, grads, batch.x_sq)
+        if weights is None:
+            weights = torch.ones(len(batch.x), dtype=dtype)
         if scale is not None:
-            weights = weights * scale.unsqueeze(1)
-        gw, gb = weighted_grad_sum(inputs, grads, weights)
+            weights = weights * scale.repeat_interleave(batch.sizes)
+        gw, gb = weighted_grad_sum(inputs, grads, weights, batch.counts)
         if rows is not None and rows.model.numel():
-            values = rows.values.to(x.dtype)
+            values = rows.values.to(dtype)
             if spec.clipping == "per_example":
                 values = values * (c_max / (values.norm(dim=1, keepdim=True) + CLIP_EPS)).clamp_(max=1.0)
             if scale is not None:
@@ -246,9 +292,7 @@ class FastDPSGD:
             factor = (c_max / (total.sqrt() + CLIP_EPS)).clamp_(max=1.0)
             gw = [w * factor.view(-1, 1, 1) for w in gw]
             gb = [b * factor.view(-1, 1) for b in gb]
-        n_real = mask.sum(1)
-        mean_loss = (losses * mask).sum(1) / n_real.to(x.dtype)
-        return gw, gb, mean_loss
+        return gw, gb, _mean_losses(batch, losses)
 
     def step(
         self,
@@ -263,40 +307,51 @@ class FastDPSGD:
 
         Args:
             x: ``float[K, B, d]``; y: ``long[K, B]``; mask: ``bool[K, B]`` (padding
-                False; padded rows are ignored but must hold finite values).
+                False; padded rows are ignored).
             noise_generators: one per model; used when noise is needed and not given.
             noise: standard-normal ``([float[K, out, in]], [float[K, out]])``, scaled
                 here by the configured std; overrides the generators.
         """
+        return self.step_batch(self._ragged(x, y, mask), noise_generators=noise_generators, noise=noise)
+
+    def step_batch(
+        self,
+        batch: RaggedBatch,
+        *,
+        noise_generators: Optional[Sequence[torch.Generator]] = None,
+        noise: Optional[tuple[Sequence[torch.Tensor], Sequence[torch.Tensor]]] = None,
+    ) -> StepOutput:
+        """:meth:`step` on a ragged batch (the K models' examples one model after another)."""
         cfg, spec = self.config, self.config.spec
         k = self.model.n_models
-        if x.dim() != 3 or x.shape[0] != k or y.shape != x.shape[:2] or mask.shape != x.shape[:2]:
+        if batch.n_models != k or batch.x.shape[1] != self.model.shape.widths[0]:
             raise InputError(
-                f"x {tuple(x.shape)}, y {tuple(y.shape)}, mask {tuple(mask.shape)}: "
-                f"expected float[{k}, B, d], long[{k}, B], bool[{k}, B]"
+                f"batch of {batch.n_models} models with {batch.x.shape[1]} features: "
+                f"expected {k} models with {self.model.shape.widths[0]}"
             )
         rows = self.hooks.extra_rows(self.steps_done) if self.hooks.extra_rows is not None else None
-        sizes = self._batch_sizes(mask, rows)
+        sizes = self._batch_sizes(batch, rows)
+        dtype = batch.x.dtype
         if spec.normalise == "expected":
-            denom = torch.full((k,), float(cfg.expected_batch_size), dtype=x.dtype)
+            denom = torch.full((k,), float(cfg.expected_batch_size), dtype=dtype)
         else:
-            denom = sizes.clamp(min=1).to(x.dtype)
+            denom = sizes.clamp(min=1).to(dtype)
         std = cfg.noise_std
         z = self._standard_noise(noise, noise_generators) if std > 0 else None
 
         has_rows = rows is not None and rows.model.numel() > 0
         if not (cfg.momentum or cfg.weight_decay or has_rows or self.hooks.watch is not None or spec.clipping == "per_batch"):
-            losses = self._direct_update(x, y, mask, denom, z, std)
+            losses = self._direct_update(batch, denom, z, std)
             self.steps_done += 1
             return StepOutput(batch_sizes=sizes, losses=losses, watched=None)
 
         if spec.clipping == "per_batch":
             # the batch clip needs the unnormalised sum
-            gw, gb, losses = self._summed(x, y, mask, rows, scale=None)
+            gw, gb, losses = self._summed(batch, rows, scale=None)
             gw = [w.div_(denom.view(-1, 1, 1)) for w in gw]
             gb = [b.div_(denom.view(-1, 1)) for b in gb]
         else:
-            gw, gb, losses = self._summed(x, y, mask, rows, scale=1.0 / denom)
+            gw, gb, losses = self._summed(batch, rows, scale=1.0 / denom)
         if z is not None:
             s_k = std / denom
             gw = [w.addcmul_(zz, s_k.view(-1, 1, 1)) for w, zz in zip(gw, z[0])]
@@ -332,24 +387,34 @@ class FastDPSGD:
             self._fixed_noise = z
         return z
 
-    def _direct_update(self, x, y, mask, denom, z, std) -> torch.Tensor:
+    def _direct_update(self, batch: RaggedBatch, denom, z, std) -> torch.Tensor:
         """Plain SGD without momentum, weight decay, hooks or per-batch clipping,
         written straight into the parameters: ``theta -= lr * std / denom * z`` and
-        ``W -= lr * (c / denom * G)^T A`` as one in-place ``baddbmm`` per layer, so the
-        gradient is never materialised. Same arithmetic as the general path up to
-        float rounding. Returns the mean losses ``float[K]``."""
+        ``W_k -= lr / denom_k * (c * G_k)^T A_k`` as one in-place ``addmm_`` per model and
+        layer (``lr / denom_k`` its scale), so the gradient is never materialised. Same
+        arithmetic as the general path up to float rounding. Returns the mean losses
+        ``float[K]``."""
         cfg = self.config
-        inputs, grads, losses = _forward_backward(self.model, x, y, mask)
-        weights = (self._clip_weights(inputs, grads, mask) / denom.unsqueeze(1)).unsqueeze(-1)
+        if self._workspace is None:
+            self._workspace, self._views = Workspace(batch.x.dtype), _ModelViews.of(self.model)
+        views = self._views
+        inputs, grads, losses = _forward_backward(self.model, batch, self._workspace, views)
+        clip = self._clip_weights(inputs, grads, batch.x_sq)
         if z is not None:
             s_k = (-cfg.lr * std) / denom
             for p, zz in zip(self.model.weights + self.model.biases, z[0] + z[1]):
                 p.addcmul_(zz, s_k.view((-1,) + (1,) * (p.dim() - 1)))
-        for w, b, a, g in zip(self.model.weights, self.model.biases, inputs, grads):
-            wg = g.mul_(weights)  # in place: the gradient is not needed again
-            w.baddbmm_(wg.transpose(1, 2), a, alpha=-cfg.lr)
-            b.sub_(wg.sum(1), alpha=cfg.lr)
-        return (losses * mask).sum(1) / mask.sum(1).to(x.dtype)
+        if clip is not None:
+            rows = clip.unsqueeze(-1)
+            for g in grads:
+                g.mul_(rows)  # in place: the gradient is not needed again
+        scales = (cfg.lr / denom).tolist()
+        counts = list(batch.counts)
+        for w, b, a, g in zip(views.w, views.b, inputs, grads):
+            for wk, bk, ak, gk, s_k in zip(w, b, a.split(counts), g.split(counts), scales):
+                wk.addmm_(gk.t(), ak, alpha=-s_k)
+                bk.sub_(gk.sum(0), alpha=s_k)
+        return _mean_losses(batch, losses)
 
     def _sgd_update(self, grads: list[torch.Tensor]) -> None:
         """``torch.optim.SGD`` (dampening 0, no Nesterov) on weights then biases."""
@@ -428,12 +493,13 @@ def train(
         hooks: canary hooks (they see all K models: with hooks the models step as one
             share, whatever ``workers`` says).
         noise_threads: see :class:`FastDPSGD`; the result does not depend on it.
-        workers: Python threads, each stepping a contiguous share of the models (its
-            own Poisson draws, gather, step and noise; torch releases the GIL in each
-            operation). Every share pads its batches to the width of the largest batch of
-            all K models, as one share would, so the result does not depend on
-            ``workers`` (bit-identical at one torch thread, tested). Pays off with torch
-            on one thread per worker (``torch.set_num_threads(1)``), one worker per core.
+        workers: Python threads, each training a contiguous share of the models from
+            start to end (its own Poisson draws, gather, steps and noise; torch releases
+            the GIL in each operation). A model's arithmetic reads only its own rows of
+            each batch (:class:`~trainers.fast.batch.RaggedBatch`), so the result does
+            not depend on ``workers``, nor model ``k``'s on the other models (bit-identical
+            at one torch thread, tested). Pays off with torch on one thread per worker
+            (``torch.set_num_threads(1)``), one worker per core.
     """
     if x.dim() != 2 or x.shape[1] != shape.widths[0] or not x.is_floating_point():
         raise InputError(f"x has shape {tuple(x.shape)} and dtype {x.dtype}: expected float[n, {shape.widths[0]}]")
@@ -453,26 +519,21 @@ def train(
     if hooks.extra_rows is not None or hooks.watch is not None:
         workers = 1
     shares = [_Share(x, y, keep[p], shape, config, gens[p], hooks, noise_threads) for p in share_slices(n_models, workers)]
-    sizes, losses, watched = [], [], []
+    # no step waits for another share: each runs all its steps on its own
     with ShareRunner(len(shares), "fast-train") as run:
-        for _ in range(steps):
-            picked = run([share.draw for share in shares])
-            width = max(1, max((len(b) for batches in picked for b in batches), default=0))
-            outs = run([lambda share=share, batches=batches: share.step(batches, width)
-                        for share, batches in zip(shares, picked)])
-            sizes.append(torch.cat([o.batch_sizes for o in outs]))
-            losses.append(torch.cat([o.losses for o in outs]))
-            if outs[0].watched is not None:  # hooks: one share
-                watched.append(outs[0].watched)
+        runs = run([lambda share=share: share.train(int(steps)) for share in shares])
     models = [share.trainer.model for share in shares]
     model = models[0] if len(models) == 1 else StackedMLP(
         shape, [torch.cat(ws) for ws in zip(*(m.weights for m in models))],
         [torch.cat(bs) for bs in zip(*(m.biases for m in models))])
-    empty_k = torch.zeros(0, n_models)
+    if steps == 0:
+        empty_k = torch.zeros(0, n_models)
+        return TrainResult(model=model, batch_sizes=empty_k.long(), losses=empty_k, watched=None)
+    watched = runs[0][2]  # hooks: one share
     return TrainResult(
         model=model,
-        batch_sizes=torch.stack(sizes) if sizes else empty_k.long(),
-        losses=torch.stack(losses) if losses else empty_k,
+        batch_sizes=torch.cat([r[0] for r in runs], dim=1),
+        losses=torch.cat([r[1] for r in runs], dim=1),
         watched=torch.stack(watched) if watched else None,
     )
 
@@ -487,19 +548,22 @@ class _Share:
         self.trainer = FastDPSGD(StackedMLP.init(shape, generators, dtype=x.dtype), config, hooks,
                                  noise_threads=noise_threads)
         self.buffer = torch.empty(0, x.shape[1], dtype=x.dtype)  # the gathered batch, kept across steps
+        # the records' squared norms, for per-example clipping: once, not once per step
+        self.x_sq = torch.linalg.vector_norm(x, dim=-1).square_() if config.spec.clipping == "per_example" else None
 
-    def draw(self) -> list[torch.Tensor]:
-        """This step's Poisson batches of the share's models."""
-        return draw_batches(self.subsets, self.rates, self.generators)
+    def step(self) -> StepOutput:
+        """One step on fresh Poisson batches of the share's models."""
+        picked = draw_batches(self.subsets, self.rates, self.generators)
+        total = sum(len(p) for p in picked)
+        if total > len(self.buffer):  # gathered into a kept buffer: no fresh N x d allocation each step
+            self.buffer = torch.empty(int(total * 1.25), self.x.shape[1], dtype=self.x.dtype)
+        batch = RaggedBatch.gather(self.x, self.y, picked, self.buffer, self.x_sq)
+        return self.trainer.step_batch(batch, noise_generators=self.generators)
 
-    def step(self, batches: list[torch.Tensor], width: int) -> StepOutput:
-        """One step on ``batches`` padded to ``width``."""
-        batch = pad_batches(batches, width)
-        # index_select into a kept buffer: the same copy as x[batch.index] without the
-        # advanced-indexing path or a fresh K x B x d allocation each step
-        index = batch.index.view(-1)
-        if len(index) > len(self.buffer):
-            self.buffer = torch.empty(int(len(index) * 1.25), self.x.shape[1], dtype=self.x.dtype)
-        rows = torch.index_select(self.x, 0, index, out=self.buffer[: len(index)])
-        return self.trainer.step(rows.view(*batch.index.shape, -1), self.y[batch.index], batch.mask,
-                                 noise_generators=self.generators)
+    def train(self, steps: int) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """``steps`` steps: batch sizes and losses ``[steps, models]``, watched gradients."""
+        outs = [self.step() for _ in range(steps)]
+        if not outs:
+            return torch.zeros(0, 0, dtype=torch.long), torch.zeros(0, 0), []
+        watched = [o.watched for o in outs] if outs[0].watched is not None else []
+        return torch.stack([o.batch_sizes for o in outs]), torch.stack([o.losses for o in outs]), watched
