@@ -322,7 +322,7 @@ class ExecutorSettings(_Section):
         description="CPUs of this machine the run uses: a local Ray's size, and under kind = 'local' the fast "
                     "trainer's workers (results do not depend on them); 0 = all of this machine",
     )
-    block_models: int = Field(default=0, ge=0, description="fast trainer: models per unit (blocks k*B .. k*B+B-1); 0 = one unit")
+    block_models: int = Field(default=0, ge=0, description="fast trainer: models per unit (blocks k*B .. k*B+B-1; results do not depend on it); 0 = one unit")
     threads: int = Field(
         default=0, ge=0,
         description="torch threads a unit computes on, under every executor (float sums depend on it); 0 = num_cpus rounded up",

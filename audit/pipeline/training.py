@@ -267,9 +267,9 @@ def _train_models(config: AuditConfig, data: AuditData, keep: np.ndarray, indice
 
 def _train_fast(config: AuditConfig, data: AuditData, keep: np.ndarray, todo: list[int]) -> list[ModelResult]:
     """The models ``todo`` as one block of the fast trainer. Model k draws everything from
-    its own generator; the block only changes floating-point summation order (its batches
-    are padded to its largest). The block steps in shares on ``executor.unit_workers``
-    threads, which changes nothing (``trainers.fast.train``)."""
+    its own generator and computes on its own rows of each batch, so neither the block nor
+    the ``executor.unit_workers`` threads stepping it in shares change a number
+    (``trainers.fast.train``)."""
     import torch
 
     from trainers import fast

@@ -5,6 +5,7 @@ Public API:
     per_sample_sq_norms, weighted_grad_sum    (norms)
     StepSpec, CORRECT, NON_PRIVATE, FAULTS, fault   (spec)
     Subsets, PoissonBatch, poisson_batch      (sampling)
+    RaggedBatch                               (batch)
     GradientRows, StepHooks                   (hooks)
     DPSGDConfig, FastDPSGD, StepOutput, TrainResult, train, spawn_generators,
     steps_for_epochs                          (trainer)
@@ -22,6 +23,7 @@ A faulty variant is ``dataclasses.replace(config, spec=fault("no_clipping"))``; 
 hooks are in :mod:`trainers.fast.hooks`.
 """
 
+from trainers.fast.batch import RaggedBatch
 from trainers.fast.ensemble import MLPShape, StackedMLP
 from trainers.fast.hooks import GradientRows, StepHooks
 from trainers.fast.norms import per_sample_sq_norms, weighted_grad_sum
@@ -39,7 +41,7 @@ from trainers.fast.trainer import (
 
 __all__ = [
     "CORRECT", "FAULTS", "NON_PRIVATE", "DPSGDConfig", "FastDPSGD", "GradientRows", "MLPShape",
-    "PoissonBatch", "StackedMLP", "StepHooks", "StepOutput", "StepSpec", "Subsets", "TrainResult",
+    "PoissonBatch", "RaggedBatch", "StackedMLP", "StepHooks", "StepOutput", "StepSpec", "Subsets", "TrainResult",
     "fault", "per_sample_sq_norms", "poisson_batch", "spawn_generators", "steps_for_epochs", "train",
     "weighted_grad_sum",
 ]

@@ -1,4 +1,4 @@
-"""Poisson subsampling for K models at once, padded so the step vectorises.
+"""Poisson subsampling for K models at once.
 
 Each model ``k`` trains on its own subset ``{j : keep[k, j]}`` of size ``m_k`` and each
 step includes each of its records independently with probability
@@ -6,7 +6,9 @@ step includes each of its records independently with probability
 the sampler Opacus' privacy accounting assumes). The draw for model ``k`` is the one
 Opacus' ``UniformWithReplacementSampler`` makes over that subset,
 ``torch.rand(m_k, generator) < q_k``, from model ``k``'s own generator, so model ``k``'s
-batches do not depend on K.
+batches do not depend on K. :func:`train <trainers.fast.trainer.train>` gathers them
+ragged (:class:`trainers.fast.batch.RaggedBatch`); :func:`poisson_batch` pads them to the
+largest, the form :meth:`FastDPSGD.step <trainers.fast.trainer.FastDPSGD.step>` takes.
 """
 
 from __future__ import annotations
