@@ -99,3 +99,42 @@ def test_empty_batches_are_padded_to_one_masked_row():
     subsets = Subsets.from_keep(torch.ones(2, 5, dtype=torch.bool))
     b = poisson_batch(subsets, torch.zeros(2, dtype=torch.float64), [torch.Generator(), torch.Generator()])
     assert b.index.shape == (2, 1) and not b.mask.any()
+
+
+def _gens(seeds):
+    return [torch.Generator().manual_seed(s) for s in seeds]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_ragged_draws_are_the_padded_draws(seed):
+    """``draw_ragged`` (the trainer's) makes the draws ``draw_batches`` makes (Opacus'
+    sampler, tested above), for subsets of different sizes, over several steps with one
+    kept buffer of uniforms."""
+    from trainers.fast.sampling import draw_batches, draw_ragged, empty_uniforms
+
+    g = torch.Generator().manual_seed(seed)
+    keep = torch.rand(5, 300, generator=g) < torch.rand(5, 1, generator=g).clamp(min=0.2)
+    subsets = Subsets.from_keep(keep)
+    rates = subsets.sample_rates(20)
+    a, b = _gens(range(5)), _gens(range(5))
+    uniforms = empty_uniforms(subsets)
+    for _ in range(6):
+        index, counts = draw_ragged(subsets, rates, a, uniforms)
+        picked = draw_batches(subsets, rates, b)
+        assert counts == tuple(len(p) for p in picked)
+        assert torch.equal(index, torch.cat(picked))
+
+
+def test_ragged_draws_compare_in_float32_as_the_padded_ones():
+    """A rate just above a drawn uniform u (float32): ``torch.rand(m) < q`` compares in
+    float32, where u < q is false; comparing in float64 would include the record."""
+    from trainers.fast.sampling import draw_batches, draw_ragged
+
+    subsets = Subsets.from_keep(torch.ones(1, 40, dtype=torch.bool))
+    u = torch.rand(40, generator=torch.Generator().manual_seed(3))
+    j = int(torch.argmin((u - 0.5).abs()))
+    rates = torch.tensor([float(u[j]) + 1e-12], dtype=torch.float64)
+    assert float(u[j]) < float(rates[0])  # in float64 the record is in
+    index, _ = draw_ragged(subsets, rates, _gens([3]))
+    assert torch.equal(index, torch.cat(draw_batches(subsets, rates, _gens([3]))))
+    assert j not in index.tolist()

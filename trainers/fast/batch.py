@@ -39,17 +39,15 @@ class RaggedBatch:
         return cls(x=x[mask], y=y[mask], counts=tuple(mask.sum(1).tolist()))
 
     @classmethod
-    def gather(cls, x: torch.Tensor, y: torch.Tensor, picked: Sequence[torch.Tensor],
+    def gather(cls, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, counts: Sequence[int],
                buffer: Optional[torch.Tensor] = None, x_sq: Optional[torch.Tensor] = None) -> "RaggedBatch":
-        """Records ``picked[k]: long[b_k]`` of ``x: float[n, d]``, ``y: long[n]`` (and of
-        the rows' squared norms ``x_sq: float[n]`` when given) for model ``k``; the
-        features are copied into ``buffer`` (``float[>= N, d]``) when given."""
-        index = torch.cat(list(picked)) if len(picked) else torch.zeros(0, dtype=torch.long)
+        """Records ``index: long[N]`` of ``x: float[n, d]``, ``y: long[n]`` (and of the rows'
+        squared norms ``x_sq: float[n]`` when given), the first ``counts[0]`` model 0's
+        and so on; the features are copied into ``buffer`` (``float[>= N, d]``) when given."""
         out = None if buffer is None else buffer[: len(index)]
         # index_select: the same copy as x[index] without the advanced-indexing path
         rows = torch.index_select(x, 0, index) if out is None else torch.index_select(x, 0, index, out=out)
-        return cls(x=rows, y=y[index], counts=tuple(len(p) for p in picked),
-                   x_sq=None if x_sq is None else x_sq[index])
+        return cls(x=rows, y=y[index], counts=tuple(counts), x_sq=None if x_sq is None else x_sq[index])
 
     def __post_init__(self) -> None:
         if (self.x.dim() != 2 or self.y.shape != self.x.shape[:1] or sum(self.counts) != len(self.x)

@@ -14,7 +14,7 @@ largest, the form :meth:`FastDPSGD.step <trainers.fast.trainer.FastDPSGD.step>` 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 
@@ -91,6 +91,32 @@ def draw_batches(subsets: Subsets, rates: torch.Tensor, generators: Sequence[tor
         chosen = torch.rand(m, generator=g) < q
         picked.append(subsets.members[k, :m][chosen])
     return picked
+
+
+def draw_ragged(
+    subsets: Subsets, rates: torch.Tensor, generators: Sequence[torch.Generator], uniforms: Optional[torch.Tensor] = None
+) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """The draws of :func:`draw_batches` (the same ``torch.rand`` calls, the same
+    comparisons), returned ragged: ``(index: long[N], counts)``, model ``k``'s records in
+    ``index[sum(counts[:k]) : sum(counts[:k + 1])]``. Each model's uniforms are drawn into
+    row ``k`` of ``uniforms`` (``float32[K, >= m_max]``, kept across steps; entries beyond
+    ``m_k`` must hold a value >= 1, never drawn), so that one comparison and one gather
+    serve all K models."""
+    k, m_max = subsets.members.shape
+    if uniforms is None:
+        uniforms = empty_uniforms(subsets)
+    if uniforms.shape[0] != k or uniforms.shape[1] < m_max or uniforms.dtype != torch.float32:
+        raise InputError(f"uniforms {tuple(uniforms.shape)} {uniforms.dtype}: expected float32[{k}, >= {m_max}]")
+    for row, g, m in zip(uniforms, generators, subsets.counts.tolist()):
+        torch.rand(m, generator=g, out=row[:m])
+    # a float32 tensor against a Python float compares in float32: so do the rows
+    chosen = uniforms[:, :m_max] < rates.to(torch.float32).unsqueeze(1)
+    return subsets.members[chosen], tuple(chosen.sum(1).tolist())
+
+
+def empty_uniforms(subsets: Subsets) -> torch.Tensor:
+    """A buffer for :func:`draw_ragged`: ``float32[K, m_max]`` filled with 2 (never drawn)."""
+    return torch.full(tuple(subsets.members.shape), 2.0, dtype=torch.float32)
 
 
 def pad_batches(picked: Sequence[torch.Tensor], width: int | None = None) -> PoissonBatch:

@@ -27,7 +27,7 @@ from trainers.fast.batch import RaggedBatch, Workspace
 from trainers.fast.ensemble import MLPShape, StackedMLP
 from trainers.fast.hooks import GradientRows, StepHooks
 from trainers.fast.norms import per_sample_sq_norms, weighted_grad_sum
-from trainers.fast.sampling import Subsets, draw_batches
+from trainers.fast.sampling import Subsets, draw_ragged, empty_uniforms
 from trainers.fast.shares import ShareRunner, share_slices
 from trainers.fast.spec import CORRECT, StepSpec
 
@@ -411,8 +411,9 @@ class FastDPSGD:
         scales = (cfg.lr / denom).tolist()
         counts = list(batch.counts)
         for w, b, a, g in zip(views.w, views.b, inputs, grads):
-            for wk, bk, ak, gk, s_k in zip(w, b, a.split(counts), g.split(counts), scales):
-                wk.addmm_(gk.t(), ak, alpha=-s_k)
+            # the transposed gradients split along their columns: no t() per model
+            for wk, bk, ak, gk, gkt, s_k in zip(w, b, a.split(counts), g.split(counts), g.t().split(counts, dim=1), scales):
+                wk.addmm_(gkt, ak, alpha=-s_k)
                 bk.sub_(gk.sum(0), alpha=s_k)
         return _mean_losses(batch, losses)
 
@@ -548,16 +549,16 @@ class _Share:
         self.trainer = FastDPSGD(StackedMLP.init(shape, generators, dtype=x.dtype), config, hooks,
                                  noise_threads=noise_threads)
         self.buffer = torch.empty(0, x.shape[1], dtype=x.dtype)  # the gathered batch, kept across steps
+        self.uniforms = empty_uniforms(self.subsets)  # the Poisson draws' uniforms, likewise
         # the records' squared norms, for per-example clipping: once, not once per step
         self.x_sq = torch.linalg.vector_norm(x, dim=-1).square_() if config.spec.clipping == "per_example" else None
 
     def step(self) -> StepOutput:
         """One step on fresh Poisson batches of the share's models."""
-        picked = draw_batches(self.subsets, self.rates, self.generators)
-        total = sum(len(p) for p in picked)
-        if total > len(self.buffer):  # gathered into a kept buffer: no fresh N x d allocation each step
-            self.buffer = torch.empty(int(total * 1.25), self.x.shape[1], dtype=self.x.dtype)
-        batch = RaggedBatch.gather(self.x, self.y, picked, self.buffer, self.x_sq)
+        index, counts = draw_ragged(self.subsets, self.rates, self.generators, self.uniforms)
+        if len(index) > len(self.buffer):  # gathered into a kept buffer: no fresh N x d allocation each step
+            self.buffer = torch.empty(int(len(index) * 1.25), self.x.shape[1], dtype=self.x.dtype)
+        batch = RaggedBatch.gather(self.x, self.y, index, counts, self.buffer, self.x_sq)
         return self.trainer.step_batch(batch, noise_generators=self.generators)
 
     def train(self, steps: int) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
