@@ -37,7 +37,8 @@ import torch
 from torch import nn
 
 from audit.atomic import atomic_open
-from trainers.fast import DPSGDConfig, FastDPSGD, MLPShape, StackedMLP, Subsets, poisson_batch, spawn_generators
+from trainers.fast import DPSGDConfig, FastDPSGD, MLPShape, RaggedBatch, StackedMLP, Subsets, poisson_batch, spawn_generators
+from trainers.fast.sampling import draw_ragged, empty_uniforms
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -132,12 +133,14 @@ class FastRunner:
         self.work = work
         threads = work.cfg.noise_threads if noise_threads is None else noise_threads
         self.trainer = FastDPSGD(StackedMLP.init(work.shape, work.generators), work.dp, noise_threads=threads)
+        self.uniforms = empty_uniforms(work.subsets)
         self._one()  # warm-up, untimed
 
     def _one(self) -> int:
+        # the step of trainers.fast.train: Poisson draws gathered ragged (model by model)
         w = self.work
-        batch = poisson_batch(w.subsets, w.rates, w.generators)
-        out = self.trainer.step(w.x[batch.index], w.y[batch.index], batch.mask, noise_generators=w.generators)
+        index, counts = draw_ragged(w.subsets, w.rates, w.generators, self.uniforms)
+        out = self.trainer.step_batch(RaggedBatch.gather(w.x, w.y, index, counts), noise_generators=w.generators)
         return int(out.batch_sizes.sum())
 
     def steps(self, n: int) -> tuple[float, int]:
