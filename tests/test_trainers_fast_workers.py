@@ -135,3 +135,21 @@ def test_unit_workers_follow_the_units_cpus(monkeypatch):
     assert ExecutorSettings(kind="ray").unit_workers == 1
 
 
+
+
+def test_a_replaced_model_is_stepped_not_the_old_one():
+    """The trainer keeps per-model views of the parameters across steps; after
+    ``trainer.model`` is replaced, a step updates the new model (as the first step would)."""
+    from trainers.fast import FastDPSGD
+
+    x, y, keep = _data(k=2)
+    cfg = replace(CFG, noise_multiplier=0.0, spec=NON_PRIVATE)
+    init = lambda: StackedMLP.init(SHAPE, [torch.Generator().manual_seed(s) for s in range(2)])  # noqa: E731
+    xb, yb, mask = x[:24].view(2, 12, 40), y[:24].view(2, 12), torch.ones(2, 12, dtype=torch.bool)
+    trainer = FastDPSGD(init(), cfg)
+    trainer.step(xb, yb, mask)
+    trainer.model = init()
+    trainer.step(xb, yb, mask)
+    fresh = FastDPSGD(init(), cfg)
+    fresh.step(xb, yb, mask)
+    assert all(torch.equal(p, q) for p, q in zip(trainer.model.flat(), fresh.model.flat()))

@@ -98,11 +98,18 @@ class _ModelViews:
     w: list[tuple[torch.Tensor, ...]]
     wt: list[list[torch.Tensor]]
     b: list[tuple[torch.Tensor, ...]]
+    params: tuple[torch.Tensor, ...]  # the stacked tensors viewed
 
     @classmethod
     def of(cls, model: StackedMLP) -> "_ModelViews":
         w = [t.unbind(0) for t in model.weights]
-        return cls(w=w, wt=[[wk.t() for wk in layer] for layer in w], b=[t.unbind(0) for t in model.biases])
+        return cls(w=w, wt=[[wk.t() for wk in layer] for layer in w], b=[t.unbind(0) for t in model.biases],
+                   params=tuple(model.weights + model.biases))
+
+    def views_of(self, model: StackedMLP) -> bool:
+        """Whether these are views of ``model``'s current parameter tensors."""
+        return len(self.params) == 2 * len(model.weights) and all(
+            a is b for a, b in zip(self.params, model.weights + model.biases))
 
 
 def _forward_backward(model: StackedMLP, batch: RaggedBatch, workspace: Optional[Workspace] = None,
@@ -395,8 +402,10 @@ class FastDPSGD:
         arithmetic as the general path up to float rounding. Returns the mean losses
         ``float[K]``."""
         cfg = self.config
-        if self._workspace is None:
-            self._workspace, self._views = Workspace(batch.x.dtype), _ModelViews.of(self.model)
+        if self._workspace is None or self._workspace.dtype != batch.x.dtype:
+            self._workspace = Workspace(batch.x.dtype)
+        if self._views is None or not self._views.views_of(self.model):
+            self._views = _ModelViews.of(self.model)
         views = self._views
         inputs, grads, losses = _forward_backward(self.model, batch, self._workspace, views)
         clip = self._clip_weights(inputs, grads, batch.x_sq)
