@@ -10,7 +10,15 @@ from typing import IO, Iterator
 
 
 def _process_umask() -> int:
-    """The process's umask (read by setting and restoring it, once, at import)."""
+    """The process's umask, once, at import: from ``/proc/self/status`` where Linux shows
+    it, else by setting and restoring it."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
