@@ -138,3 +138,16 @@ def test_ragged_draws_compare_in_float32_as_the_padded_ones():
     index, _ = draw_ragged(subsets, rates, _gens([3]))
     assert torch.equal(index, torch.cat(draw_batches(subsets, rates, _gens([3]))))
     assert j not in index.tolist()
+
+
+def test_ragged_draws_never_reach_beyond_a_subset():
+    """Rate 1 takes a model's whole subset and nothing of the padding of ``members``
+    (which holds records outside the subset), for subsets of different sizes."""
+    from trainers.fast.sampling import draw_ragged
+
+    keep = torch.zeros(2, 10, dtype=torch.bool)
+    keep[0, :3] = True
+    keep[1, 4:] = True
+    subsets = Subsets.from_keep(keep)
+    index, counts = draw_ragged(subsets, torch.ones(2, dtype=torch.float64), _gens([0, 1]))
+    assert counts == (3, 6) and index.tolist() == [0, 1, 2, 4, 5, 6, 7, 8, 9]

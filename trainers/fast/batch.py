@@ -1,7 +1,7 @@
 """One step's batches of K models, stored ragged: the models' examples one after another.
 
-Model ``k``'s examples are rows ``offsets[k] .. offsets[k + 1]`` of ``x: float[N, d]``
-and ``y: long[N]``, with ``N`` the sum of the batch sizes. Nothing is padded: every
+Model ``k``'s examples are rows ``sum(counts[:k]) .. sum(counts[:k + 1])`` of
+``x: float[N, d]`` and ``y: long[N]``, with ``N`` the sum of the batch sizes. Nothing is padded: every
 matmul of model ``k`` reads exactly its own rows (:meth:`RaggedBatch.split`), so its
 results do not depend on the other models' batches, on K or on the workers that step
 the models, and no product is spent on padding (Poisson batches of the largest of

@@ -13,6 +13,7 @@ largest, the form :meth:`FastDPSGD.step <trainers.fast.trainer.FastDPSGD.step>` 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -100,8 +101,8 @@ def draw_ragged(
     comparisons), returned ragged: ``(index: long[N], counts)``, model ``k``'s records in
     ``index[sum(counts[:k]) : sum(counts[:k + 1])]``. Each model's uniforms are drawn into
     row ``k`` of ``uniforms`` (``float32[K, >= m_max]``, kept across steps; entries beyond
-    ``m_k`` must hold a value >= 1, never drawn), so that one comparison and one gather
-    serve all K models."""
+    ``m_k`` must hold ``inf``, which no rate exceeds), so that one comparison and one
+    gather serve all K models."""
     k, m_max = subsets.members.shape
     if uniforms is None:
         uniforms = empty_uniforms(subsets)
@@ -115,8 +116,9 @@ def draw_ragged(
 
 
 def empty_uniforms(subsets: Subsets) -> torch.Tensor:
-    """A buffer for :func:`draw_ragged`: ``float32[K, m_max]`` filled with 2 (never drawn)."""
-    return torch.full(tuple(subsets.members.shape), 2.0, dtype=torch.float32)
+    """A buffer for :func:`draw_ragged`: ``float32[K, m_max]`` filled with ``inf`` (the
+    entries beyond a model's subset are never drawn, whatever the rate)."""
+    return torch.full(tuple(subsets.members.shape), math.inf, dtype=torch.float32)
 
 
 def pad_batches(picked: Sequence[torch.Tensor], width: int | None = None) -> PoissonBatch:
