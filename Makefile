@@ -20,14 +20,24 @@ install: $(STAMP)
 #   leaky-model      a non-private MLP on synthetic Purchase data: it visibly leaks (REPORTED);
 #   whitebox-plugin  a correct DP-SGD optimizer, audited in one run: NO VIOLATION DETECTED;
 #   planted-bug      the same audit of an optimizer that forgets to clip: VIOLATION (exit 1, expected).
-# --resume makes a second `make demo` reuse the finished runs.
+# --resume makes a second `make demo` reuse the finished runs; a run directory whose saved
+# config no longer matches (left by an older dpaudit, whose defaults differed) is started over.
 DPAUDIT := $(VENV)/bin/dpaudit
+# $(call demo_run,CONFIG,RUN DIRECTORY,EXPECTED EXIT CODE,EXTRA ARGUMENTS)
+define demo_run
+	@echo "$(DPAUDIT) run $(1) --resume --no-progress $(4)"
+	@$(DPAUDIT) run $(1) --resume --no-progress $(4) 2> $(2).demo-err; rc=$$?; cat $(2).demo-err >&2; \
+	if [ $$rc -eq 2 ] && grep -q -- "--resume: the config differs" $(2).demo-err; then \
+	  echo "demo: $(2) was made with another config (an older dpaudit?); starting it over"; \
+	  rm -rf $(2); $(DPAUDIT) run $(1) --resume --no-progress $(4); rc=$$?; fi; \
+	rm -f $(2).demo-err; \
+	[ $$rc -eq $(3) ] || { echo "demo: expected exit $(3) from $(2), got exit $$rc"; exit 1; }
+endef
 demo: install
-	$(DPAUDIT) run examples/leaky_model.toml --resume --no-progress
-	$(DPAUDIT) run examples/whitebox_plugin.toml --resume --no-progress
-	$(DPAUDIT) run examples/whitebox_plugin.toml --resume --no-progress --set name='"planted-bug"' \
-	  --set output_dir='"runs/planted-bug"' --set trainer.plugin='"examples/my_dp_optimizer.py:ForgetsToClip"'; \
-	  rc=$$?; [ $$rc -eq 1 ] || { echo "demo: expected the planted bug to be caught (exit 1), got exit $$rc"; exit 1; }
+	$(call demo_run,examples/leaky_model.toml,runs/leaky-model,0)
+	$(call demo_run,examples/whitebox_plugin.toml,runs/whitebox-plugin,0)
+	$(call demo_run,examples/whitebox_plugin.toml,runs/planted-bug,1,--set name='"planted-bug"' \
+	  --set output_dir='"runs/planted-bug"' --set trainer.plugin='"examples/my_dp_optimizer.py:ForgetsToClip"')
 	$(DPAUDIT) report runs/leaky-model runs/whitebox-plugin runs/planted-bug --out runs/demo-comparison
 	@echo "Figures: runs/leaky-model/roc.png (attacks), runs/*/epsilon.png (bound against claim),"
 	@echo "  runs/demo-comparison/comparison.png; reports: runs/*/report.html"

@@ -154,8 +154,28 @@ def test_resume_after_interrupt_redoes_nothing_and_matches_a_clean_run(tmp_path,
 def test_resume_refuses_a_changed_config(tmp_path):
     cfg = write(tmp_path, TINY_BLACKBOX, out=tmp_path / "run")
     run_audit(load_config(cfg), progress=False)
-    with pytest.raises(InputError, match="audit"):
+    with pytest.raises(InputError, match=r"differs from the saved one in audit\.canaries$"):
         run_audit(load_config(cfg, ["audit.canaries=100"]), resume=True, progress=False)
+
+
+def test_resume_accepts_a_run_saved_before_a_field_existed(tmp_path):
+    """A run directory from a dpaudit without ``model.options`` (a field added later):
+    resuming with that field at its default is the same audit; set otherwise, or with a
+    section's value changed, it is not."""
+    from audit.pipeline import rundir
+
+    cfg = write(tmp_path, TINY_BLACKBOX, out=tmp_path / "run")
+    config = load_config(cfg)
+    rundir.prepare(config, resume=False)
+    saved = tmp_path / "run" / "config.json"
+    old = json.loads(saved.read_text())
+    del old["model"]["options"], old["trainer"]["timeout_s"]
+    saved.write_text(json.dumps(old))
+    assert rundir.prepare(config, resume=True) == tmp_path / "run"
+    with pytest.raises(InputError, match=r"in trainer\.timeout_s$"):
+        rundir.prepare(load_config(cfg, ["trainer.timeout_s=5.0"]), resume=True)
+    with pytest.raises(InputError, match=r"in audit\.models$"):
+        rundir.prepare(load_config(cfg, ["audit.models=6"]), resume=True)
 
 
 @pytest.mark.parametrize(

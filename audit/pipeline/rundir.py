@@ -48,7 +48,7 @@ def prepare(config: AuditConfig, *, resume: bool, plugin: dict[str, Any] | None 
         if not resume:
             raise InputError(f"output_dir {run_dir} already holds a run: pass --resume to continue it, or choose another output_dir")
         before = json.loads(saved.read_text())
-        differs = sorted(k for k in current if k not in volatile and before.get(k) != current.get(k))
+        differs = _differences(before, current, skip=volatile)
         if differs:
             what = ", ".join("plugin (its file changed)" if k == "plugin" else k for k in differs)
             raise InputError(f"--resume: the config differs from the saved one in {what}")
@@ -59,6 +59,40 @@ def prepare(config: AuditConfig, *, resume: bool, plugin: dict[str, Any] | None 
     except OSError as err:
         raise InputError(f"output_dir {run_dir}: cannot write there ({err.strerror})") from None
     return run_dir
+
+
+_MISSING = object()
+
+
+def _defaults() -> dict[str, Any]:
+    """Every config field's default, as ``model_dump(mode="json")`` writes it."""
+    return AuditConfig().model_dump(mode="json")
+
+
+def _differences(before: dict, current: dict, *, skip) -> list[str]:
+    """Top-level keys (``section.field`` inside a section) where the saved config
+    ``before`` and ``current`` differ. A field the saved config lacks (one added to
+    dpaudit after the run was started) counts as equal when ``current`` holds its default,
+    the value that run was made with; any other difference, a changed default included,
+    is a difference."""
+    defaults = _defaults()
+    out = []
+    for key in sorted(set(before) | set(current)):
+        if key in skip:
+            continue
+        old, new = before.get(key, _MISSING), current.get(key, _MISSING)
+        if old == new:
+            continue
+        if old is _MISSING and key in defaults and new == defaults[key]:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict) and isinstance(defaults.get(key), dict):
+            fields = [f for f in sorted(set(old) | set(new))
+                      if old.get(f, _MISSING) != new.get(f, _MISSING)
+                      and not (f not in old and f in defaults[key] and new.get(f) == defaults[key][f])]
+            out.extend(f"{key}.{f}" for f in fields)
+        else:
+            out.append(key)
+    return out
 
 
 def save_readings(run_dir: Path, readings, max_grad_norm: float) -> None:
