@@ -26,11 +26,11 @@ DPAUDIT := $(VENV)/bin/dpaudit
 # $(call demo_run,CONFIG,RUN DIRECTORY,EXPECTED EXIT CODE,EXTRA ARGUMENTS)
 define demo_run
 	@echo "$(DPAUDIT) run $(1) --resume --no-progress $(4)"
-	@$(DPAUDIT) run $(1) --resume --no-progress $(4) 2> $(2).demo-err; rc=$$?; cat $(2).demo-err >&2; \
-	if [ $$rc -eq 2 ] && grep -q -- "--resume: the config differs" $(2).demo-err; then \
+	@err=$$(mktemp); $(DPAUDIT) run $(1) --resume --no-progress $(4) 2> $$err; rc=$$?; cat $$err >&2; \
+	if [ $$rc -eq 2 ] && grep -q -- "--resume: the config differs" $$err; then \
 	  echo "demo: $(2) was made with another config (an older dpaudit?); starting it over"; \
 	  rm -rf $(2); $(DPAUDIT) run $(1) --resume --no-progress $(4); rc=$$?; fi; \
-	rm -f $(2).demo-err; \
+	rm -f $$err; \
 	[ $$rc -eq $(3) ] || { echo "demo: expected exit $(3) from $(2), got exit $$rc"; exit 1; }
 endef
 demo: install
