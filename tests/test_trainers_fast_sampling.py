@@ -105,12 +105,20 @@ def _gens(seeds):
     return [torch.Generator().manual_seed(s) for s in seeds]
 
 
+def _naive_draws(subsets, rates, generators):
+    """The reference: model by model, ``torch.rand(m_k) < q_k`` against a Python float
+    (Opacus' ``UniformWithReplacementSampler``), the subset's records where it holds."""
+    picked = []
+    for k, (g, m, q) in enumerate(zip(generators, subsets.counts.tolist(), rates.tolist())):
+        picked.append(subsets.members[k, :m][torch.rand(m, generator=g) < q])
+    return picked
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_ragged_draws_are_the_padded_draws(seed):
-    """``draw_ragged`` (the trainer's) makes the draws ``draw_batches`` makes (Opacus'
-    sampler, tested above), for subsets of different sizes, over several steps with one
-    kept buffer of uniforms."""
-    from trainers.fast.sampling import draw_batches, draw_ragged, empty_uniforms
+    """``draw_ragged`` (the trainer's) makes the naive per-model draws (Opacus' sampler),
+    for subsets of different sizes, over several steps with one kept buffer of uniforms."""
+    from trainers.fast.sampling import draw_ragged, empty_uniforms
 
     g = torch.Generator().manual_seed(seed)
     keep = torch.rand(5, 300, generator=g) < torch.rand(5, 1, generator=g).clamp(min=0.2)
@@ -120,15 +128,15 @@ def test_ragged_draws_are_the_padded_draws(seed):
     uniforms = empty_uniforms(subsets)
     for _ in range(6):
         index, counts = draw_ragged(subsets, rates, a, uniforms)
-        picked = draw_batches(subsets, rates, b)
+        picked = _naive_draws(subsets, rates, b)
         assert counts == tuple(len(p) for p in picked)
         assert torch.equal(index, torch.cat(picked))
 
 
-def test_ragged_draws_compare_in_float32_as_the_padded_ones():
+def test_ragged_draws_compare_in_float32_as_opacus_sampler():
     """A rate just above a drawn uniform u (float32): ``torch.rand(m) < q`` compares in
     float32, where u < q is false; comparing in float64 would include the record."""
-    from trainers.fast.sampling import draw_batches, draw_ragged
+    from trainers.fast.sampling import draw_ragged
 
     subsets = Subsets.from_keep(torch.ones(1, 40, dtype=torch.bool))
     u = torch.rand(40, generator=torch.Generator().manual_seed(3))
@@ -136,7 +144,7 @@ def test_ragged_draws_compare_in_float32_as_the_padded_ones():
     rates = torch.tensor([float(u[j]) + 1e-12], dtype=torch.float64)
     assert float(u[j]) < float(rates[0])  # in float64 the record is in
     index, _ = draw_ragged(subsets, rates, _gens([3]))
-    assert torch.equal(index, torch.cat(draw_batches(subsets, rates, _gens([3]))))
+    assert torch.equal(index, torch.cat(_naive_draws(subsets, rates, _gens([3]))))
     assert j not in index.tolist()
 
 

@@ -89,10 +89,11 @@ def test_a_model_does_not_depend_on_the_others(cfg, shape):
 def test_padded_batches_are_checked():
     x, y, keep = _data()
     gens = [torch.Generator().manual_seed(s) for s in range(5)]
-    from trainers.fast.sampling import Subsets, draw_batches
+    from trainers.fast.sampling import Subsets, draw_ragged
 
     subsets = Subsets.from_keep(keep)
-    batches = draw_batches(subsets, subsets.sample_rates(12), gens)
+    index, counts = draw_ragged(subsets, subsets.sample_rates(12), gens)
+    batches = index.split(list(counts))
     widest = max(len(b) for b in batches)
     assert pad_batches(batches[:2], widest).index.shape == (2, widest)
     assert pad_batches(batches[:2]).index.shape[1] == max(len(b) for b in batches[:2])

@@ -69,27 +69,24 @@ def _defaults() -> dict[str, Any]:
     return AuditConfig().model_dump(mode="json")
 
 
+def _same(old: Any, new: Any, default: Any) -> bool:
+    """Saved ``old`` and current ``new`` make the same audit: equal, or ``old`` missing (a
+    field added after the run was started) and ``new`` at the field's ``default``."""
+    return old == new or (old is _MISSING and default is not _MISSING and new == default)
+
+
 def _differences(before: dict, current: dict, *, skip) -> list[str]:
     """Top-level keys (``section.field`` inside a section) where the saved config
-    ``before`` and ``current`` differ. A field the saved config lacks (one added to
-    dpaudit after the run was started) counts as equal when ``current`` holds its default,
-    the value that run was made with; any other difference, a changed default included,
-    is a difference."""
+    ``before`` and ``current`` differ (:func:`_same`); a changed default is a difference."""
     defaults = _defaults()
     out = []
     for key in sorted(set(before) | set(current)):
-        if key in skip:
+        old, new, default = before.get(key, _MISSING), current.get(key, _MISSING), defaults.get(key, _MISSING)
+        if key in skip or _same(old, new, default):
             continue
-        old, new = before.get(key, _MISSING), current.get(key, _MISSING)
-        if old == new:
-            continue
-        if old is _MISSING and key in defaults and new == defaults[key]:
-            continue
-        if isinstance(old, dict) and isinstance(new, dict) and isinstance(defaults.get(key), dict):
-            fields = [f for f in sorted(set(old) | set(new))
-                      if old.get(f, _MISSING) != new.get(f, _MISSING)
-                      and not (f not in old and f in defaults[key] and new.get(f) == defaults[key][f])]
-            out.extend(f"{key}.{f}" for f in fields)
+        if isinstance(old, dict) and isinstance(new, dict) and isinstance(default, dict):
+            out.extend(f"{key}.{f}" for f in sorted(set(old) | set(new))
+                       if not _same(old.get(f, _MISSING), new.get(f, _MISSING), default.get(f, _MISSING)))
         else:
             out.append(key)
     return out

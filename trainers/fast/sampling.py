@@ -81,24 +81,15 @@ def poisson_batch(subsets: Subsets, rates: torch.Tensor, generators: Sequence[to
         rates: ``float[K]`` inclusion probabilities ``q_k``.
         generators: one per model; model ``k`` consumes ``m_k`` uniforms from its own.
     """
-    return pad_batches(draw_batches(subsets, rates, generators))
-
-
-def draw_batches(subsets: Subsets, rates: torch.Tensor, generators: Sequence[torch.Generator]) -> list[torch.Tensor]:
-    """Each model's Poisson batch, ``long[b_k]`` record indices in ascending order (the
-    draws :func:`poisson_batch` makes, before padding)."""
-    picked = []
-    for k, (g, m, q) in enumerate(zip(generators, subsets.counts.tolist(), rates.tolist())):
-        chosen = torch.rand(m, generator=g) < q
-        picked.append(subsets.members[k, :m][chosen])
-    return picked
+    index, counts = draw_ragged(subsets, rates, generators)
+    return pad_batches(index.split(list(counts)))
 
 
 def draw_ragged(
     subsets: Subsets, rates: torch.Tensor, generators: Sequence[torch.Generator], uniforms: Optional[torch.Tensor] = None
 ) -> tuple[torch.Tensor, tuple[int, ...]]:
-    """The draws of :func:`draw_batches` (the same ``torch.rand`` calls, the same
-    comparisons), returned ragged: ``(index: long[N], counts)``, model ``k``'s records in
+    """Each model's Poisson batch (``torch.rand(m_k, generator_k) < q_k`` over its subset,
+    as Opacus' sampler draws it), returned ragged: ``(index: long[N], counts)``, model ``k``'s records in
     ``index[sum(counts[:k]) : sum(counts[:k + 1])]``. Each model's uniforms are drawn into
     row ``k`` of ``uniforms`` (``float32[K, >= m_max]``, kept across steps; entries beyond
     ``m_k`` must hold ``inf``, which no rate exceeds), so that one comparison and one

@@ -193,7 +193,7 @@ class FastDPSGD:
         self._noise_buffer: Optional[tuple[list[torch.Tensor], list[torch.Tensor]]] = None
         self._noise_runner: Optional[ShareRunner] = None
         self._workspace: Optional[Workspace] = None  # the direct update's activations
-        self._views: Optional[_ModelViews] = None  # and per-model parameter views
+        self._views: Optional[_ModelViews] = None  # per-model parameter views (_current_views)
         if hooks.watch is not None:
             watch = hooks.watch
             if watch.dim() != 1 or watch.dtype != torch.long or (watch.numel() and (watch.min() < 0 or watch.max() >= model.shape.n_params)):
@@ -272,13 +272,20 @@ class FastDPSGD:
             sizes = sizes + torch.bincount(rows.model, minlength=self.model.n_models)
         return sizes
 
+    def _current_views(self) -> _ModelViews:
+        """Per-model views of the parameters, kept across steps (rebuilt when ``model``
+        was replaced)."""
+        if self._views is None or not self._views.views_of(self.model):
+            self._views = _ModelViews.of(self.model)
+        return self._views
+
     def _summed(self, batch: RaggedBatch, rows, scale: Optional[torch.Tensor]):
         """Clipped sum, times ``scale: float[K]`` per model when given (the
         normalisation folded into the clip weights: one pass fewer over the gradient).
         Per-batch clipping is applied here only when ``scale`` is None."""
         spec, c_max = self.config.spec, self.config.max_grad_norm
         dtype = batch.x.dtype
-        inputs, grads, losses = _forward_backward(self.model, batch)
+        inputs, grads, losses = _forward_backward(self.model, batch, views=self._current_views())
         weights = self._clip_weights(inputs, grads, batch.x_sq)
         if weights is None:
             weights = torch.ones(len(batch.x), dtype=dtype)
@@ -404,9 +411,7 @@ class FastDPSGD:
         cfg = self.config
         if self._workspace is None or self._workspace.dtype != batch.x.dtype:
             self._workspace = Workspace(batch.x.dtype)
-        if self._views is None or not self._views.views_of(self.model):
-            self._views = _ModelViews.of(self.model)
-        views = self._views
+        views = self._current_views()
         inputs, grads, losses = _forward_backward(self.model, batch, self._workspace, views)
         clip = self._clip_weights(inputs, grads, batch.x_sq)
         if z is not None:
@@ -528,7 +533,10 @@ def train(
         raise InputError(f"got {len(gens)} generators: expected one per model ({n_models})")
     if hooks.extra_rows is not None or hooks.watch is not None:
         workers = 1
-    shares = [_Share(x, y, keep[p], shape, config, gens[p], hooks, noise_threads) for p in share_slices(n_models, workers)]
+    # the records' squared norms, for per-example clipping: once, not once per step or share
+    x_sq = torch.linalg.vector_norm(x, dim=-1).square_() if config.spec.clipping == "per_example" else None
+    shares = [_Share(x, y, x_sq, keep[p], shape, config, gens[p], hooks, noise_threads)
+              for p in share_slices(n_models, workers)]
     # no step waits for another share: each runs all its steps on its own
     with ShareRunner(len(shares), "fast-train") as run:
         runs = run([lambda share=share: share.train(int(steps)) for share in shares])
@@ -551,16 +559,14 @@ def train(
 class _Share:
     """The models a worker of :func:`train` steps: their subsets, generators and trainer."""
 
-    def __init__(self, x, y, keep, shape, config, generators, hooks, noise_threads):
-        self.x, self.y, self.generators = x, y, generators
+    def __init__(self, x, y, x_sq, keep, shape, config, generators, hooks, noise_threads):
+        self.x, self.y, self.x_sq, self.generators = x, y, x_sq, generators
         self.subsets = Subsets.from_keep(keep)
         self.rates = self.subsets.sample_rates(config.expected_batch_size)
         self.trainer = FastDPSGD(StackedMLP.init(shape, generators, dtype=x.dtype), config, hooks,
                                  noise_threads=noise_threads)
         self.buffer = torch.empty(0, x.shape[1], dtype=x.dtype)  # the gathered batch, kept across steps
         self.uniforms = empty_uniforms(self.subsets)  # the Poisson draws' uniforms, likewise
-        # the records' squared norms, for per-example clipping: once, not once per step
-        self.x_sq = torch.linalg.vector_norm(x, dim=-1).square_() if config.spec.clipping == "per_example" else None
 
     def step(self) -> StepOutput:
         """One step on fresh Poisson batches of the share's models."""
